@@ -1,0 +1,95 @@
+"""``samdeploy`` entry point.
+
+Each subcommand lives in its own module under ``samdeploy.cli`` exposing::
+
+    HELP: str                                   one-line summary
+    def add_arguments(p: argparse.ArgumentParser) -> None
+    def run(args: argparse.Namespace) -> int    exit code: 0 ok, 1 check/gate failed, 2 usage/input error
+
+Modules are imported lazily, only for the subcommand that runs, so ``samdeploy predict`` on a
+device never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+# name -> module (in pipeline order; shown in this order by --help)
+COMMANDS: dict[str, str] = {
+    "export": "samdeploy.cli.export_cmd",
+    "check": "samdeploy.cli.check_cmd",
+    "calibrate": "samdeploy.cli.calibrate_cmd",
+    "build": "samdeploy.cli.build_cmd",
+    "doctor": "samdeploy.cli.doctor_cmd",
+    "predict": "samdeploy.cli.predict_cmd",
+    "everything": "samdeploy.cli.everything_cmd",
+    "stream": "samdeploy.cli.stream_cmd",
+    "bench": "samdeploy.cli.bench_cmd",
+    "models": "samdeploy.cli.models_cmd",
+}
+
+# One-line help strings kept here so `samdeploy --help` imports no subcommand module.
+SUMMARIES: dict[str, str] = {
+    "export": "export encoder/decoder ONNX + manifest from a checkpoint (or --random-weights)",
+    "check": "parity of exported ONNX vs the PyTorch model on real photographs; exit 1 on failure",
+    "calibrate": "INT8 post-training quantization (Hessian-guided scale search) to QDQ ONNX + report",
+    "build": "build TensorRT engines (fp32/fp16/int8) from exported ONNX",
+    "doctor": "pre-flight an ONNX file for TensorRT and print the environment",
+    "predict": "segment an image from point/box prompts; writes overlay PNG + masks",
+    "everything": "segment everything (grid or TinySAM hierarchical); overlay PNG + COCO RLE JSON",
+    "stream": "segment a video file / camera / RTSP stream frame by frame",
+    "bench": "latency benchmark: encoder, decoder per prompt across batch sizes, pre/post",
+    "models": "list the checkpoint registry / download a checkpoint",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    from samdeploy import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="samdeploy",
+        description="Segment-Anything-family models: export -> check -> calibrate -> build -> run.",
+    )
+    parser.add_argument("--version", action="version", version=f"samdeploy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=SUMMARIES[name], description=SUMMARIES[name])
+        if name == command:
+            _load(name).add_arguments(p)
+    return parser
+
+
+def _load(name: str):
+    return importlib.import_module(COMMANDS[name])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from samdeploy.errors import SamDeployError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except SamDeployError as exc:
+        print(f"samdeploy {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("SAMDEPLOY_DEBUG"):
+            raise
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"samdeploy {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
