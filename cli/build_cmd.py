@@ -1,0 +1,87 @@
+"""``samdeploy build``: TensorRT engines from exported (or calibrated) ONNX, on the target device."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "build TensorRT engines (fp32/fp16/int8) from exported ONNX"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="export directory (encoder.onnx + decoder.onnx), calibrate output, or ONNX files")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                   help="int8 = explicit quantization from the QDQ file of `samdeploy calibrate`, FP16 elsewhere")
+    p.add_argument("--out", help="engine directory (default: <first input dir>/engines-<precision>)")
+    p.add_argument("--graphs", default="encoder,decoder", help="which graphs to build (default: both)")
+    p.add_argument("--max-prompts", type=int, default=16, help="decoder profile: largest prompt batch B")
+    p.add_argument("--opt-prompts", type=int, default=None, help="decoder profile: B to optimise for (default 1)")
+    p.add_argument("--max-points", type=int, default=8,
+                   help="decoder profile: largest N points per prompt, counting box corners and the padding point")
+    p.add_argument("--opt-points", type=int, default=None, help="decoder profile: N to optimise for (default 2)")
+    p.add_argument("--max-images", type=int, default=1, help="encoder profile: largest image batch (dynamic-batch exports)")
+    p.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
+    p.add_argument("--timing-cache", default=None, help="timing cache file, read and updated (default: <out>/timing.cache)")
+    p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core with GPU fallback (Jetson AGX/NX)")
+    p.add_argument("--opt-level", type=int, default=None, help="builder optimization level 0..5")
+    p.add_argument("--keep-fp32", action="append", default=[], help="extra ONNX node name to keep in FP32 (repeatable)")
+    p.add_argument("--strongly-typed", action="store_true",
+                   help="TensorRT 10: build strongly typed from a mixed-precision ONNX (always the case on TensorRT 11)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only plan: print profiles, FP32 layers and the trtexec command (works without TensorRT)")
+    p.add_argument("--trt-major", type=int, choices=(10, 11), default=None,
+                   help="TensorRT major version to plan for when TensorRT is not installed (with --dry-run)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..trt.build import BuildOptions, build_engine, find_onnx_graphs, plan_build, write_parse_onnx
+    from ..trt.environment import probe
+
+    options = BuildOptions(
+        precision=args.precision, max_prompts=args.max_prompts, opt_prompts=args.opt_prompts,
+        max_points=args.max_points, opt_points=args.opt_points, max_images=args.max_images,
+        workspace_mb=args.workspace_mb, timing_cache=args.timing_cache, dla_core=args.dla_core,
+        builder_optimization_level=args.opt_level, keep_fp32=tuple(args.keep_fp32), strongly_typed=args.strongly_typed,
+    )
+    options.validate()
+    env = probe()
+    major = env.trt_major
+    if major is None:
+        if not args.dry_run:
+            from ..trt.build import import_tensorrt
+
+            import_tensorrt()  # raises BackendUnavailableError with the hint
+        if args.trt_major is None:
+            raise InputError("TensorRT is not installed here, so its version is unknown",
+                             hint="add --trt-major 10 (JetPack 6) or --trt-major 11 to plan for that version")
+        major = args.trt_major
+    elif args.trt_major is not None and args.trt_major != major:
+        raise InputError(f"--trt-major {args.trt_major} but TensorRT {env.tensorrt} is installed",
+                         hint="drop --trt-major; engines are built with the installed TensorRT")
+    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    found = find_onnx_graphs(args.inputs, args.precision)
+    missing = [g for g in graphs if g not in found]
+    if missing:
+        raise InputError(f"no {', '.join(missing)} ONNX among {args.inputs}", hint="pass the export directory or the files")
+    first_dir = args.inputs[0] if os.path.isdir(args.inputs[0]) else os.path.dirname(os.path.abspath(args.inputs[0]))
+    out = args.out or os.path.join(first_dir, f"engines-{args.precision}")
+    plans = [plan_build(found[g], out, options, major) for g in graphs]
+    print(f"TensorRT {env.tensorrt or f'{major}.x (planned, not installed)'}; GPU {env.gpu_name or 'not present'}")
+    for plan in plans:
+        print(f"\n{plan.role}: {plan.source_onnx} -> {plan.engine_path}")
+        print(f"  precision {plan.precision}, path {plan.build_path}, FP32 layers kept: {len(plan.fp32_layers)}")
+        for name, (mn, opt, mx) in plan.profile.shapes.items():
+            print(f"  profile {name:17s} min {list(mn)}  opt {list(opt)}  max {list(mx)}")
+        for note in plan.notes:
+            print(f"  note: {note}")
+        print(f"  trtexec: {plan.trtexec}")
+    if args.dry_run:
+        for plan in plans:
+            if write_parse_onnx(plan):
+                print(f"wrote {plan.parse_onnx} (mixed-precision ONNX for the strongly typed build)")
+        return 0
+    for plan in plans:
+        m = build_engine(plan, options, env)
+        print(f"wrote {plan.engine_path} ({m.options.get('build_seconds')} s) + {os.path.basename(plan.engine_path)}.json")
+    return 0

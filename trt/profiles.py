@@ -1,0 +1,180 @@
+"""Optimization profiles (min/opt/max shapes) generated from the contract, never typed by hand.
+
+Every dynamic axis of a samdeploy graph is one of two *symbols*:
+
+  ``B``  the leading batch (images for the encoder, prompts for the decoder)
+  ``N``  points per prompt (clicks + box corners + the padding point), decoder only
+
+The contract (:mod:`samdeploy.contract`) fixes which axis of which input is which symbol; the user
+gives one range per symbol (``--max-prompts``, ``--max-points``), so every input that shares a symbol
+gets the same min/opt/max. That makes the nanosam #40 failure (``point_labels`` max 1x1 next to
+``point_coords`` max 1x10x2) impossible by construction.
+
+The ONNX file is read too: a dimension that the file has fixed is kept fixed (and must agree with
+the contract), a dynamic dimension must be one the contract knows about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence, Union
+
+from ..contract import DECODER_INPUTS, ENCODER_INPUT, ModelContract
+from ..errors import ContractError, InputError
+
+Dim = Union[int, str]  # an int is fixed; "B"/"N" are the symbols
+
+
+def contract_input_axes(contract: ModelContract, role: str) -> dict[str, tuple[Dim, ...]]:
+    """Input name -> axes (ints or symbols) for contract version 1."""
+    if role == "encoder":
+        s = int(contract.preprocess.input_size)
+        return {ENCODER_INPUT: ("B", 3, s, s)}
+    if role == "decoder":
+        c, h, w = (int(x) for x in contract.decoder.embedding_shape)
+        low = int(contract.decoder.low_res_size)
+        axes: dict[str, tuple[Dim, ...]] = {
+            "image_embeddings": (1, c, h, w),
+            "point_coords": ("B", "N", 2),
+            "point_labels": ("B", "N"),
+            "mask_input": ("B", 1, low, low),
+            "has_mask_input": ("B",),
+        }
+        assert tuple(axes) == DECODER_INPUTS
+        return axes
+    raise InputError(f"graph role must be 'encoder' or 'decoder', got {role!r}")
+
+
+@dataclass(frozen=True)
+class SymbolRange:
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.min <= self.opt <= self.max):
+            raise InputError(
+                f"profile range must satisfy 1 <= min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}",
+                hint="fix --max-prompts/--opt-prompts/--max-points/--opt-points",
+            )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One TensorRT optimization profile: input name -> (min, opt, max) shapes."""
+
+    shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+    def to_dict(self) -> dict[str, dict[str, list[int]]]:
+        return {n: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])} for n, s in self.shapes.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Mapping[str, Sequence[int]]]) -> "Profile":
+        return cls({n: (tuple(v["min"]), tuple(v["opt"]), tuple(v["max"])) for n, v in d.items()})
+
+    def max_of(self, name: str, axis: int) -> int:
+        return int(self.shapes[name][2][axis])
+
+    def is_static(self) -> bool:
+        return all(s[0] == s[2] for s in self.shapes.values())
+
+
+def decoder_ranges(
+    max_prompts: int = 16, max_points: int = 8, opt_prompts: Optional[int] = None, opt_points: Optional[int] = None
+) -> dict[str, SymbolRange]:
+    """Ranges for the decoder symbols.
+
+    ``max_points`` counts every row of ``point_coords``: clicks, the two box corners and the padding
+    point the runtime appends when a prompt has no box. Defaults for opt: one prompt with one click
+    + padding point (N=2), the interactive case."""
+    opt_b = 1 if opt_prompts is None else int(opt_prompts)
+    opt_n = min(2, int(max_points)) if opt_points is None else int(opt_points)
+    return {"B": SymbolRange(1, opt_b, int(max_prompts)), "N": SymbolRange(1, opt_n, int(max_points))}
+
+
+def encoder_ranges(max_images: int = 1, opt_images: Optional[int] = None) -> dict[str, SymbolRange]:
+    return {"B": SymbolRange(1, int(opt_images or 1), int(max_images))}
+
+
+def onnx_input_dims(model_or_path) -> dict[str, tuple[Union[int, str, None], ...]]:
+    """Graph input name -> dims as stored: int for fixed, the dim_param string (or None) for dynamic."""
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(model_or_path, load_external_data=False) if isinstance(model_or_path, str) else model_or_path
+    inits = {i.name for i in model.graph.initializer}
+    out: dict[str, tuple[Union[int, str, None], ...]] = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = []
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(d.dim_param or None)
+        out[vi.name] = tuple(dims)
+    return out
+
+
+def make_profile(
+    contract: ModelContract,
+    role: str,
+    ranges: Mapping[str, SymbolRange],
+    onnx_dims: Optional[Mapping[str, Sequence[Union[int, str, None]]]] = None,
+) -> Profile:
+    """Build the profile for one graph. ``onnx_dims`` (from :func:`onnx_input_dims`) is checked
+    against the contract: names must match, fixed dims must agree, dynamic dims must be symbols."""
+    axes = contract_input_axes(contract, role)
+    symbol_fixed: dict[str, int] = {}  # a symbol the ONNX file fixed somewhere is fixed everywhere
+    if onnx_dims is not None:
+        if set(onnx_dims) != set(axes):
+            raise ContractError(
+                f"{role} graph inputs {sorted(onnx_dims)} do not match contract v{contract.contract_version} "
+                f"inputs {sorted(axes)}",
+                hint="build engines only from graphs written by `samdeploy export` / `samdeploy calibrate`",
+            )
+        # dim_param names shared across inputs must map to the same symbol
+        param_symbol: dict[str, Dim] = {}
+        for name, want in axes.items():
+            for h, w in zip(tuple(onnx_dims[name]), want):
+                if isinstance(h, int) and isinstance(w, str):
+                    if symbol_fixed.setdefault(w, h) != h:
+                        raise ContractError(f"{role} axis {w} is fixed to both {symbol_fixed[w]} and {h} in the ONNX file")
+        for name, want in axes.items():
+            have = tuple(onnx_dims[name])
+            if len(have) != len(want):
+                raise ContractError(f"{role} input {name} has rank {len(have)} in the ONNX file, contract says {len(want)}")
+            for i, (h, w) in enumerate(zip(have, want)):
+                if isinstance(h, int) and isinstance(w, int) and h != w:
+                    raise ContractError(f"{role} input {name} dim {i} is {h} in the ONNX file, contract says {w}")
+                if not isinstance(h, int) and isinstance(w, int):
+                    continue  # dynamic in the file where the contract is fixed: pin it to the contract value
+                if isinstance(h, str) and h:
+                    prev = param_symbol.setdefault(h, w)
+                    if prev != w:
+                        raise ContractError(
+                            f"{role} ONNX dim '{h}' is used for both {prev} and {w}",
+                            hint="re-export the model; its dynamic axes are inconsistent",
+                        )
+
+    def pick(name: str, which: str) -> tuple[int, ...]:
+        dims = []
+        for w in axes[name]:
+            if isinstance(w, int):
+                dims.append(w)
+            elif w in symbol_fixed:
+                dims.append(symbol_fixed[w])
+            else:
+                if w not in ranges:
+                    raise InputError(f"no range given for the {role} axis {w}")
+                dims.append(int(getattr(ranges[w], which)))
+        return tuple(dims)
+
+    shapes = {n: (pick(n, "min"), pick(n, "opt"), pick(n, "max")) for n in axes}
+    return Profile(shapes)
+
+
+def shape_spec(profile: Profile, which: str) -> str:
+    """trtexec shape spec: ``name:1x2x2,other:1x2`` (``which`` = min/opt/max)."""
+    idx = {"min": 0, "opt": 1, "max": 2}[which]
+    return ",".join(f"{n}:{'x'.join(str(d) for d in s[idx])}" for n, s in profile.shapes.items())
