@@ -16,3 +16,4 @@ from fixtures_models import *  # noqa: E402,F401,F403
 from fixtures_export import *  # noqa: E402,F401,F403
 from fixtures_runtime import *  # noqa: E402,F401,F403
 from fixtures_calibration import *  # noqa: E402,F401,F403
+from fixtures_trt import *  # noqa: E402,F401,F403

@@ -301,3 +301,9 @@ class TensorRTBackend(BackendBase):
                 self._ctx.detach()
             self._loaded = False
         super().close()
+
+
+def available() -> None:
+    """Backend-module hook (see ``base.py``): raise BackendUnavailableError before any file lookup
+    when TensorRT / pycuda / a CUDA GPU is missing. (Added by the runtime engineer.)"""
+    _import_gpu_stack()

@@ -1,0 +1,183 @@
+"""Accuracy gate: FP32 vs INT8 graphs, both through ONNX Runtime, on held-out images and prompts.
+
+For every image: embedding cosine (FP32 encoder vs INT8 encoder), then for a deterministic prompt
+set (a grid of single clicks + seeded boxes) the FP32 decoder on the FP32 embedding vs the (FP32 or
+INT8) decoder on the INT8 embedding: thresholded mask IoU for every mask token the contract uses
+(over the low-res mask's image area; empty vs empty counts as 1) and |IoU-prediction difference|.
+
+The gate passes when mean IoU >= ``mean_iou`` and the 5th percentile >= ``p5_iou``.
+
+Note on random weights: an untrained decoder's mask logits are about +-0.4, so thresholded IoU flips
+on float noise and says nothing. ``samdeploy.models.random_model`` therefore rescales the decoder's
+output layers so logits span about +-20 like a trained SAM (``realistic``); on such a model the gate
+measures how much INT8 perturbs a *random* network's features on real photographs -- a stress test
+of the quantizer and the graph, not a statement about a trained checkpoint's task accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+
+from ..check.metrics import cosine_similarity, mask_iou
+from ..contract import ModelContract
+from ..runtime.transforms import preprocess_image
+from .prompts import grid_prompts, low_res_valid
+
+@dataclass(frozen=True)
+class Gate:
+    mean_iou: float = 0.97
+    p5_iou: float = 0.90
+
+    def check(self, r: "EvalResult") -> list[str]:
+        bad = []
+        if not r.mean_iou >= self.mean_iou:
+            bad.append(f"mean mask IoU {r.mean_iou:.4f} < {self.mean_iou}")
+        if not r.p5_iou >= self.p5_iou:
+            bad.append(f"5th-percentile mask IoU {r.p5_iou:.4f} < {self.p5_iou}")
+        return bad
+
+
+@dataclass
+class EvalResult:
+    mean_iou: float
+    p5_iou: float
+    min_iou: float
+    emb_cosine_mean: float
+    emb_cosine_min: float
+    iou_pred_abs_err_mean: float
+    iou_pred_abs_err_max: float
+    masks: int
+    images: int
+    per_image: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+    def line(self) -> str:
+        return (f"mask IoU mean {self.mean_iou:.4f} p5 {self.p5_iou:.4f} min {self.min_iou:.4f} | "
+                f"emb cosine {self.emb_cosine_mean:.5f} (min {self.emb_cosine_min:.5f}) | "
+                f"|dIoU-pred| mean {self.iou_pred_abs_err_mean:.4f} max {self.iou_pred_abs_err_max:.4f}")
+
+
+# ---- sessions ----------------------------------------------------------------------------------------
+def ort_session(model: str | os.PathLike | onnx.ModelProto, threads: int = 0, optimization: str = "all",
+                disabled_optimizers: tuple[str, ...] = (), workdir: str | None = None, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session from a file or an in-memory ModelProto (default session options,
+    as a user's runtime would open it)."""
+    import onnxruntime as ort
+
+    path = _temp_model_path(model, workdir) if isinstance(model, onnx.ModelProto) else str(model)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"], **kwargs)
+
+
+def _temp_model_path(model: onnx.ModelProto, workdir: str | None) -> str:
+    """Serialize to a private temp file (sessions from paths also work above 2 GB)."""
+    d = Path(workdir or tempfile.mkdtemp(prefix="samdeploy-calib-"))
+    d.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(suffix=".onnx", dir=d)
+    os.close(fd)
+    size = model.ByteSize()
+    if size > 1_800_000_000:
+        onnx.save(model, path, save_as_external_data=True, location=Path(path).name + ".data")
+    else:
+        Path(path).write_bytes(model.SerializeToString())
+    return path
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------
+@dataclass
+class _Reference:
+    emb: np.ndarray
+    hw: tuple[int, int]
+    x: np.ndarray
+    outs: list[tuple[np.ndarray, np.ndarray]]  # per prompt batch: (iou [B,T], masks [B,T,H,W]) of used tokens
+
+
+class Evaluator:
+    """Computes the FP32 reference once per image and compares any number of INT8 candidates."""
+
+    def __init__(self, fp_encoder, fp_decoder, images: Mapping[str, np.ndarray], contract: ModelContract,
+                 grid: int = 4, boxes: int = 4, seed: int = 0):
+        self.fp_encoder, self.fp_decoder = fp_encoder, fp_decoder
+        self.contract = contract
+        self.images = dict(images)
+        self.grid, self.boxes, self.seed = grid, boxes, seed
+        dec = contract.decoder
+        self.tokens = list(dec.multimask_tokens) if dec.always_multimask else list(range(dec.num_mask_tokens))
+        self._ref: dict[str, _Reference] = {}
+
+    def _decode(self, session, emb: np.ndarray, hw: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        side = self.contract.decoder.low_res_size
+        outs = []
+        for pb in grid_prompts(hw, self.grid, self.boxes, self.seed):
+            feeds = {
+                "image_embeddings": emb.astype(np.float32),
+                "point_coords": pb.coords,
+                "point_labels": pb.labels,
+                "mask_input": np.zeros((pb.size, 1, side, side), np.float32),
+                "has_mask_input": np.zeros(pb.size, np.float32),
+            }
+            iou, masks = session.run(["iou_predictions", "low_res_masks"], feeds)
+            outs.append((iou[:, self.tokens], masks[:, self.tokens]))
+        return outs
+
+    def reference(self, name: str) -> _Reference:
+        if name not in self._ref:
+            x, hw = preprocess_image(self.images[name], self.contract.preprocess)
+            emb = self.fp_encoder.run(None, {"image": x})[0]
+            self._ref[name] = _Reference(emb, hw, x, self._decode(self.fp_decoder, emb, hw))
+        return self._ref[name]
+
+    def evaluate(self, q_encoder, q_decoder=None) -> EvalResult:
+        q_decoder = q_decoder or self.fp_decoder
+        dec = self.contract.decoder
+        ious, cos, dpred, per_image = [], [], [], {}
+        for name in self.images:
+            ref = self.reference(name)
+            emb = q_encoder.run(None, {"image": ref.x})[0]
+            c = cosine_similarity(ref.emb, emb)
+            h, w = low_res_valid(ref.hw, self.contract.preprocess.input_size, dec.low_res_size)
+            img_ious = []
+            for (iou_r, m_r), (iou_q, m_q) in zip(ref.outs, self._decode(q_decoder, emb, ref.hw)):
+                thr = dec.mask_threshold
+                img_ious.append(mask_iou(m_r[..., :h, :w] > thr, m_q[..., :h, :w] > thr).ravel())
+                dpred.append(np.abs(iou_r - iou_q).ravel())
+            img_ious = np.concatenate(img_ious)
+            ious.append(img_ious)
+            cos.append(c)
+            per_image[name] = {"mean_iou": float(img_ious.mean()), "min_iou": float(img_ious.min()), "emb_cosine": float(c)}
+        allv = np.concatenate(ious)
+        dp = np.concatenate(dpred)
+        return EvalResult(
+            mean_iou=float(allv.mean()),
+            p5_iou=float(np.percentile(allv, 5)),
+            min_iou=float(allv.min()),
+            emb_cosine_mean=float(np.mean(cos)),
+            emb_cosine_min=float(np.min(cos)),
+            iou_pred_abs_err_mean=float(dp.mean()),
+            iou_pred_abs_err_max=float(dp.max()),
+            masks=int(allv.size),
+            images=len(self.images),
+            per_image=per_image,
+        )

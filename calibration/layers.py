@@ -1,0 +1,182 @@
+"""Which PyTorch modules get quantized, and their weights in the form the exported ONNX holds.
+
+``prepare_model`` deep-copies a model, folds every BatchNorm into the convolution before it (the
+exporter's constant folding does the same, so the weights we search scales for are the ones the ONNX
+file contains -- TinyViT's ``Conv2d_BN``), freezes the parameters and switches to eval mode.
+
+``find_layers`` lists the weighted layers of a graph: ``nn.Linear``, ``nn.Conv2d`` and the
+non-overlapping ``nn.ConvTranspose2d`` (kernel == stride, SAM's ``output_upscaling``). Each becomes a
+:class:`QuantLayer` with its weights rewritten as a grouped matrix product, the one form the scale
+search needs::
+
+    out[t, g*Ng + n] = sum_k X[t, g, k] * W[g, n, k] + bias[g*Ng + n]
+
+* Linear: G = 1, X = the input row, W = weight.
+* Conv2d: G = groups, X = the input patch under output pixel t, W = weight.flatten(1).
+* ConvTranspose2d with kernel == stride: every output pixel sees exactly one input pixel, so
+  X = the input pixel and the kh*kw kernel taps become extra output columns; ``col_channel`` maps
+  each column to its output channel (per-channel scales are per output channel, ONNX axis 1).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+#: attribute prefixes of the Sam modules that make up each exported graph
+GRAPH_PREFIXES = {
+    "encoder": ("image_encoder.",),
+    "decoder": ("prompt_encoder.", "mask_decoder."),
+}
+
+
+@dataclass
+class QuantLayer:
+    """One weighted layer in matrix form (see the module docstring)."""
+
+    name: str  # module path in the prepared model, e.g. "image_encoder.layers.1.blocks.0.attn.qkv"
+    graph: str  # "encoder" | "decoder"
+    kind: str  # "linear" | "conv" | "conv_transpose"
+    module: nn.Module = field(repr=False)
+    weight: torch.Tensor = field(repr=False)  # the module's (BN-folded) weight, torch layout
+    bias: torch.Tensor | None = field(repr=False)
+    groups: int = 1
+    order: int = 0  # position in call order (set by the collector); ties in ONNX matching use it
+
+    # ---- matrix form ---------------------------------------------------------------------------
+    @property
+    def out_channels(self) -> int:
+        """Number of per-channel weight scales."""
+        w = self.weight
+        return int(w.shape[1] * self.groups) if self.kind == "conv_transpose" else int(w.shape[0])
+
+    @property
+    def onnx_axis(self) -> int:
+        """Per-channel axis of the weight as the ONNX node holds it (Conv 0, ConvTranspose 1)."""
+        return 1 if self.kind == "conv_transpose" else 0
+
+    def matrix(self) -> torch.Tensor:
+        """W [G, Ng, Kg] (float32)."""
+        w = self.weight.detach().float()
+        if self.kind == "linear":
+            return w.unsqueeze(0)
+        if self.kind == "conv":
+            g = self.groups
+            return w.reshape(g, w.shape[0] // g, -1)
+        # conv_transpose (groups 1, kernel == stride): W [Cin, Cout, kh, kw] -> [1, Cout*kh*kw, Cin]
+        cin = w.shape[0]
+        return w.reshape(cin, -1).t().unsqueeze(0).contiguous()
+
+    def col_channel(self) -> torch.Tensor:
+        """[G*Ng] output channel of every matrix column."""
+        if self.kind == "conv_transpose":
+            taps = self.weight.shape[2] * self.weight.shape[3]
+            return torch.arange(self.out_channels).repeat_interleave(taps)
+        return torch.arange(self.out_channels)
+
+    def bias_cols(self) -> torch.Tensor:
+        """[G*Ng] bias of every matrix column (zeros without bias)."""
+        n = int(self.col_channel().numel())
+        if self.bias is None:
+            return torch.zeros(n)
+        b = self.bias.detach().float()
+        return b[self.col_channel()] if self.kind == "conv_transpose" else b
+
+    def weight_absmax(self) -> torch.Tensor:
+        """[C] max |w| per output channel."""
+        w = self.weight.detach().float().abs()
+        if self.kind == "conv_transpose":
+            return w.transpose(0, 1).reshape(w.shape[1], -1).amax(1)
+        return w.reshape(w.shape[0], -1).amax(1)
+
+    def weight_channel_shape(self) -> list[int]:
+        """Shape that broadcasts a [C] scale vector against the torch weight."""
+        shape = [1] * self.weight.ndim
+        shape[self.onnx_axis] = -1
+        return shape
+
+
+def fold_batchnorm_(model: nn.Module) -> int:
+    """Fold every ``Conv2d`` followed directly by a ``BatchNorm2d`` inside an ``nn.Sequential``
+    (TinyViT's ``Conv2d_BN``) into one conv with bias; the BN becomes ``nn.Identity``. In place;
+    returns the number of folds."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for seq in list(model.modules()):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                seq._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                seq._modules[b] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """An eval-mode, BN-folded, frozen deep copy of ``model`` (the original is not touched)."""
+    prepared = copy.deepcopy(model).eval()
+    fold_batchnorm_(prepared)
+    for p in prepared.parameters():
+        p.requires_grad_(False)
+    return prepared
+
+
+def _kind(m: nn.Module) -> str | None:
+    if isinstance(m, nn.Linear):
+        return "linear"
+    if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and isinstance(m.padding, tuple):
+        return "conv"
+    if (
+        isinstance(m, nn.ConvTranspose2d)
+        and m.groups == 1
+        and tuple(m.kernel_size) == tuple(m.stride)
+        and tuple(m.padding) == (0, 0)
+        and tuple(m.output_padding) == (0, 0)
+        and tuple(m.dilation) == (1, 1)
+    ):
+        return "conv_transpose"
+    return None
+
+
+def find_layers(model: nn.Module, graphs: tuple[str, ...] = ("encoder",)) -> list[QuantLayer]:
+    """The quantizable layers of ``graphs`` in a prepared ``Sam`` (module order; the collector
+    keeps only the layers the forward pass actually calls)."""
+    prefixes = tuple(p for g in graphs for p in GRAPH_PREFIXES[g])
+    layers = []
+    for name, m in model.named_modules():
+        kind = _kind(m)
+        if kind is None or not name.startswith(prefixes):
+            continue
+        graph = next(g for g in graphs if name.startswith(GRAPH_PREFIXES[g]))
+        layers.append(
+            QuantLayer(
+                name=name,
+                graph=graph,
+                kind=kind,
+                module=m,
+                weight=m.weight,
+                bias=m.bias,
+                groups=int(getattr(m, "groups", 1)),
+            )
+        )
+    return layers
+
+
+def find_layers_generic(model: nn.Module, graph: str = "encoder", prefix: str = "") -> list[QuantLayer]:
+    """Quantizable layers of any module (tests and small models): every Linear/Conv2d/ConvTranspose2d
+    whose name starts with ``prefix``."""
+    out = []
+    for name, m in model.named_modules():
+        kind = _kind(m)
+        if kind is None or not name.startswith(prefix):
+            continue
+        out.append(QuantLayer(name=name, graph=graph, kind=kind, module=m, weight=m.weight, bias=m.bias,
+                              groups=int(getattr(m, "groups", 1))))
+    return out

@@ -1,0 +1,673 @@
+"""``samdeploy calibrate``: exported FP32 graphs + the PyTorch model -> INT8 QDQ ONNX + report.
+
+    statistics  (collect.py)   forward/backward per calibration image, cached per image on disk
+    scales      (search.py / baselines.py)  per layer, cached per layer on disk
+    QDQ graphs  (qdq.py)       encoder.int8.onnx (and decoder.int8.onnx with --graphs encoder,decoder)
+    gate        (evaluate.py)  FP32 vs INT8 through ONNX Runtime on held-out images and prompts
+    [mixed precision (mixed.py): keep the most sensitive layers in float until the gate passes]
+    outputs     written only when the gate passes: INT8 graphs, calibration.json, report, manifest
+
+Entry point: :func:`calibrate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .. import __version__
+from .._io import write_json_atomic, write_text_atomic
+from ..contract import ModelContract, metadata_props
+from ..errors import ContractError, GateFailedError, InputError
+from .errors import CalibrationError
+from .evaluate import EvalResult, Evaluator, Gate, ort_session
+
+METHODS = ("hessian", "minmax", "percentile", "entropy")
+#: What each deployment target quantizes. ONNX Runtime's CPU provider only runs a QDQ Conv in INT8
+#: (QLinearConv) when the Conv *output* is quantized too, and an output Q in front of the exported
+#: erf-GELU breaks ORT's GELU fusion; a QDQ Conv without it runs in FP32 *behind* extra Q/DQ work
+#: (slower and less accurate than leaving it alone). So for ORT CPU only Linear layers are quantized
+#: (MatMulIntegerToFloat). TensorRT fuses Q/DQ into INT8 kernels for every weighted op.
+TARGETS = {"tensorrt": ("linear", "conv", "conv_transpose"), "ort-cpu": ("linear",)}
+GRAPH_FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
+CALIBRATION_JSON = "calibration.json"
+REPORT_MD = "calibration_report.md"
+FORMAT = "samdeploy.calibration/1"
+#: bump when statistics or search change meaning (invalidates the on-disk caches)
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Everything that changes the scales (all of it goes into calibration.json)."""
+
+    method: str = "hessian"
+    graphs: tuple[str, ...] = ("encoder",)
+    num_images: int = 8  # TinySAM calibrates on 8 images
+    tokens_per_image: int = 256  # sampled output positions per layer per image
+    prompts_per_image: int = 8  # decoder prompts per image for the task-loss gradient
+    candidates: int = 100  # grid size (TinySAM/PTQ4ViT: 100)
+    rounds: int = 3  # alternating weight/activation rounds (TinySAM/PTQ4ViT: 3)
+    seed: int = 0
+    loss: str = "fisher"  # see losses.py
+    target: str = "tensorrt"  # "tensorrt": all weighted ops; "ort-cpu": Linear layers only (see TARGETS)
+    conv_output_quant: bool = False  # also quantize Conv outputs (ORT CPU needs it for INT8 Conv)
+    exclude: tuple[str, ...] = ()  # fnmatch patterns of layer names kept in float
+    min_rows_per_prompt: int = 64  # decoder: GEMV-like layers (few token rows per prompt) stay float
+    gate: Gate = Gate()
+    eval_grid: int = 4  # held-out prompts: grid x grid clicks ...
+    eval_boxes: int = 4  # ... + boxes, per image
+    threads: int = 0  # ONNX Runtime / torch threads (0: default)
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown --method {self.method!r}", hint=f"choose one of {', '.join(METHODS)}")
+        if self.target not in TARGETS:
+            raise InputError(f"unknown --target {self.target!r}", hint=f"choose one of {', '.join(TARGETS)}")
+        bad = [g for g in self.graphs if g not in ("encoder", "decoder")]
+        if bad or not self.graphs or "encoder" not in self.graphs:
+            raise InputError(f"--graphs must be 'encoder' or 'encoder,decoder' (got {','.join(self.graphs)})")
+        for name in ("num_images", "tokens_per_image", "prompts_per_image", "candidates", "rounds"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        from .losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown loss {self.loss!r}", hint=f"choose one of {', '.join(LOSSES)}")
+        if not (0 <= self.gate.p5_iou <= 1 and 0 <= self.gate.mean_iou <= 1):
+            raise InputError("gate thresholds are IoUs in [0, 1]")
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["graphs"] = list(self.graphs)
+        d["exclude"] = list(self.exclude)
+        return d
+
+
+@dataclass
+class MethodResult:
+    method: str
+    scales: dict[str, Any]  # layer -> LayerScales
+    metrics: EvalResult | None = None
+    hessian_err: float = 0.0  # sum over layers of the Hessian-weighted output error
+    seconds: float = 0.0
+
+
+@dataclass
+class CalibrationResult:
+    out_dir: Path | None
+    method: str
+    metrics: EvalResult
+    methods: dict[str, MethodResult]
+    layers: list[str]  # quantized layers (after mixed precision)
+    kept_float: list[str]  # layers left in float by --exclude / mixed precision
+    files: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    report: str = ""
+    gate_problems: list[str] = field(default_factory=list)
+    mixed: dict[str, Any] | None = None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def image_sha256(img: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str(img.shape).encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------------
+class _Run:
+    """State of one calibration run (kept small: methods share the statistics)."""
+
+    def __init__(self, model_dir: str | os.PathLike, settings: CalibrationSettings, checkpoint: str | None,
+                 random_seed: int | None, trust_pickle: bool, say: Callable[[str], None], progress: bool):
+        from ..check.parity import load_reference
+        from ..export.manifest import graph_path, manifest_contract, read_manifest
+
+        self.settings = settings
+        self.say = say
+        self.progress = progress
+        self.model_dir = Path(model_dir)
+        self.manifest = read_manifest(self.model_dir)
+        self.contract: ModelContract = manifest_contract(self.manifest)
+        self.paths = {}
+        for role in ("encoder", "decoder"):
+            if role in self.manifest.get("files", {}):
+                self.paths[role] = graph_path(self.model_dir, self.manifest, role)
+        if "encoder" not in self.paths:
+            raise ContractError(f"{self.model_dir} has no encoder graph", hint="export with --graphs encoder,decoder")
+        if "decoder" not in self.paths:
+            raise ContractError(
+                f"{self.model_dir} has no decoder graph: the accuracy gate needs it",
+                hint="re-export with --graphs encoder,decoder",
+            )
+        t = time.perf_counter()
+        self.sam, self.source = load_reference(self.manifest, checkpoint, random_seed, trust_pickle)
+        self.timings = {"load_model": time.perf_counter() - t}
+
+    @property
+    def random_weights(self) -> bool:
+        return getattr(self.source, "kind", "") == "random"
+
+
+def calibrate(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None,
+    settings: CalibrationSettings = CalibrationSettings(),
+    images: Mapping[str, np.ndarray] | None = None,
+    eval_images: Mapping[str, np.ndarray] | None = None,
+    checkpoint: str | None = None,
+    random_seed: int | None = None,
+    trust_pickle: bool = False,
+    compare_methods: bool = False,
+    auto_mixed_precision: bool = False,
+    cache_dir: str | os.PathLike | None = "default",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> CalibrationResult:
+    """Calibrate the export in ``model_dir`` and write INT8 graphs + report to ``out_dir``.
+
+    ``images`` (name -> HxWx3 uint8) default to the bundled photographs, ``eval_images`` to the
+    held-out ones. Raises :class:`GateFailedError` (nothing written) when the gate fails.
+    ``out_dir=None`` runs everything and writes nothing (tests, benchmarks)."""
+    import torch
+
+    from ..images import default_photographs, held_out_photographs
+    from . import collect as C
+    from . import layers as L
+
+    settings.validate()
+    say = log or (lambda s: None)
+    t_start = time.perf_counter()
+    if settings.threads:
+        torch.set_num_threads(int(settings.threads))
+    run = _Run(model_dir, settings, checkpoint, random_seed, trust_pickle, say, progress)
+    contract = run.contract
+    if run.random_weights:
+        say("note: random weights -- accuracy numbers measure INT8 perturbation of a random network, "
+            "not task accuracy (see the report)")
+
+    calib_images = dict(images) if images else default_photographs()
+    calib_images = dict(list(calib_images.items())[: settings.num_images])
+    held_out = dict(eval_images) if eval_images else held_out_photographs()
+    overlap = {image_sha256(v) for v in calib_images.values()} & {image_sha256(v) for v in held_out.values()}
+    if overlap:
+        raise InputError("the held-out (gate) images overlap with the calibration images",
+                         hint="pass different --eval-images, or leave them at the default held-out photographs")
+
+    # ---- statistics -------------------------------------------------------------------------------------
+    model = L.prepare_model(run.sam)
+    all_layers = L.find_layers(model, settings.graphs)
+    need_grad = settings.method == "hessian" or compare_methods or auto_mixed_precision
+    t0 = time.perf_counter()
+    stats, order, image_info, per_image = _collect(run, model, all_layers, calib_images, need_grad, cache_dir)
+    run.timings["collect"] = time.perf_counter() - t0
+    by_name = {l.name: l for l in all_layers}
+    ran = [by_name[n] for n in order]
+    for i, l in enumerate(ran):
+        l.order = i
+    grad_rms = C.check_gradients(per_image, order) if need_grad else {}
+
+    quant_layers, kept = _select_layers(ran, stats, settings, len_prompts=max(settings.prompts_per_image, 1))
+    say(f"{len(quant_layers)} layers to quantize ({len(kept)} kept in float by rule/--exclude)")
+
+    # ---- ONNX graphs and layer -> node matching -----------------------------------------------------------
+    import onnx
+
+    from ..export.onnx_io import load_model
+    from . import qdq
+
+    fp_models = {role: load_model(run.paths[role]) for role in ("encoder", "decoder")}
+    node_map: dict[str, list[str]] = {}
+    calls = {l.name: stats[l.name].calls for l in quant_layers}
+    for role in settings.graphs:
+        role_layers = [l for l in quant_layers if l.graph == role]
+        node_map.update(qdq.match_layers(fp_models[role], role_layers, calls))
+
+    # ---- scales per method ------------------------------------------------------------------------------------
+    methods = list(METHODS) if compare_methods else [settings.method]
+    if settings.method in methods:
+        methods.remove(settings.method)
+    methods.insert(0, settings.method)
+    workdir = tempfile.mkdtemp(prefix="samdeploy-calib-")
+    try:
+        results: dict[str, MethodResult] = {}
+        for m in methods:
+            t0 = time.perf_counter()
+            scales = _scales(run, m, quant_layers, stats, image_info, cache_dir)
+            results[m] = MethodResult(m, scales, seconds=time.perf_counter() - t0)
+        run.timings["search"] = sum(r.seconds for r in results.values())
+
+        # ---- gate -------------------------------------------------------------------------------------------
+        threads = settings.threads or 0
+        fp_enc = ort_session(run.paths["encoder"], threads)
+        fp_dec = ort_session(run.paths["decoder"], threads)
+        evaluator = Evaluator(fp_enc, fp_dec, held_out, contract, settings.eval_grid, settings.eval_boxes, settings.seed)
+
+        def build(method_scales: Mapping[str, Any], excluded: set[str]) -> dict[str, onnx.ModelProto]:
+            out = {}
+            for role in settings.graphs:
+                ns = {n: method_scales[l.name] for l in quant_layers if l.graph == role and l.name not in excluded
+                      for n in node_map[l.name]}
+                out[role] = qdq.quantize_model(fp_models[role], ns)
+            return out
+
+        def measure(models: Mapping[str, onnx.ModelProto], ev: Evaluator = evaluator) -> EvalResult:
+            enc = ort_session((models["encoder"]), threads, workdir=workdir)
+            dec = ort_session((models["decoder"]), threads, workdir=workdir) if "decoder" in models else None
+            return ev.evaluate(enc, dec)
+
+        t0 = time.perf_counter()
+        for m, r in results.items():
+            r.metrics = measure(build(r.scales, set()))
+            r.hessian_err = _hessian_total(quant_layers, stats, r.scales) if need_grad else float("nan")
+            say(f"{m:10s} {r.metrics.line()}")
+        run.timings["evaluate"] = time.perf_counter() - t0
+
+        chosen = results[settings.method]
+        excluded: set[str] = set()
+        mixed_info = None
+        problems = settings.gate.check(chosen.metrics)
+        final_metrics = chosen.metrics
+        if problems and auto_mixed_precision:
+            from .mixed import auto_mixed_precision as amp
+
+            t0 = time.perf_counter()
+            sens_images = dict(list(calib_images.items())[:1])
+            sens_eval = Evaluator(fp_enc, fp_dec, sens_images, contract, 3, 2, settings.seed)
+            mixed_info = amp(
+                layers=[l.name for l in quant_layers],
+                build=lambda ex: build(chosen.scales, ex),
+                measure_sensitivity=lambda models: measure(models, sens_eval),
+                measure_gate=measure,
+                gate=settings.gate,
+                progress=progress,
+                say=say,
+            )
+            excluded = set(mixed_info["kept_float"])
+            final_metrics = mixed_info["metrics"]
+            problems = settings.gate.check(final_metrics)
+            run.timings["mixed_precision"] = time.perf_counter() - t0
+        final_models = build(chosen.scales, excluded)
+        if mixed_info is not None:
+            mixed_info["speed"] = _speed(run.paths["encoder"], fp_models["encoder"], build(chosen.scales, set())["encoder"],
+                                         final_models["encoder"], calib_images, contract, workdir, threads)
+
+        result = CalibrationResult(
+            out_dir=Path(out_dir) if out_dir is not None else None,
+            method=settings.method,
+            metrics=final_metrics,
+            methods=results,
+            layers=[l.name for l in quant_layers if l.name not in excluded],
+            kept_float=sorted(kept) + sorted(excluded),
+            timings=run.timings,
+            gate_problems=problems,
+            mixed=mixed_info,
+        )
+        run.timings["total"] = time.perf_counter() - t_start
+        result.peak_rss_mb = peak_rss_mb()
+        doc = _calibration_json(run, result, quant_layers, stats, node_map, grad_rms, image_info, held_out, excluded)
+        result.report = _report_md(run, result, doc)
+        if problems:
+            raise GateFailedError(
+                "INT8 accuracy gate failed (" + "; ".join(problems) + "); nothing was written.\n" + _table(result),
+                hint="try --auto-mixed-precision (keeps the most sensitive layers in float), more/other "
+                "--images, or relax --gate-mean-iou/--gate-p5-iou if the use case allows",
+            )
+        if out_dir is not None:
+            result.files = _write_outputs(run, Path(out_dir), final_models, doc, result)
+        return result
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---- stages ------------------------------------------------------------------------------------------------
+def _collect(run: _Run, model, layers, images: Mapping[str, np.ndarray], need_grad: bool, cache_dir):
+    from tqdm import tqdm
+
+    from ..runtime.transforms import preprocess_image
+    from . import collect as C
+    from . import losses
+    from . import prompts as P
+
+    s = run.settings
+    contract = run.contract
+    dec = contract.decoder
+    tokens = tuple(dec.multimask_tokens) if dec.always_multimask else tuple(range(dec.num_mask_tokens))
+    key = C.settings_key(
+        v=CACHE_VERSION, model=contract.model_id, graphs=s.graphs, tokens=s.tokens_per_image,
+        prompts=s.prompts_per_image, seed=s.seed, loss=s.loss if need_grad else None, bins=C.HIST_BINS,
+        layers=[l.name for l in layers],
+    )
+    root = None if cache_dir is None else (C.default_cache_root() if cache_dir == "default" else Path(cache_dir))
+    cache = C.StatsCache(root, key)
+    collector = C.StatsCollector(layers, s.tokens_per_image, s.seed, need_grad=need_grad)
+    loss_fn = losses.LOSSES[s.loss] if need_grad else None
+    per_image: list[C.ImageStats] = []
+    info = []
+    bar = tqdm(list(images.items()), desc="calibration statistics", unit="img", disable=not run.progress)
+    for i, (name, img) in enumerate(bar):
+        sha = image_sha256(img)
+        info.append({"name": name, "sha256": sha, "shape": list(img.shape)})
+        st = cache.get(sha)
+        if st is None:
+            x, hw = preprocess_image(img, contract.preprocess)
+            seed = int(sha[:8], 16) ^ s.seed
+            rng = np.random.default_rng(seed)
+            batches = P.sample_prompts(rng, hw, s.prompts_per_image)
+            valid = P.low_res_valid(hw, contract.preprocess.input_size, dec.low_res_size)
+            st = C.collect_image(model, collector, x, batches, valid, tokens, loss_fn, seed)
+            cache.put(sha, st)
+        per_image.append(st)
+        bar.set_postfix_str(f"cached {cache.hits}" if cache.hits else "")
+    if cache.dir is not None:
+        run.say(f"statistics cache: {cache.dir} ({cache.size_bytes() / 1e6:.0f} MB; {cache.hits} of {len(images)} images reused)")
+    run.cache_dir = cache.dir
+    run.cache_key = key
+    order = list(per_image[0].order)
+    for st in per_image[1:]:
+        if list(st.order) != order:
+            raise CalibrationError("the model called its layers in a different order on different images",
+                                   hint="data-dependent control flow is not supported by calibration")
+    merged = {name: C.merge_stats([st.layers[name] for st in per_image]) for name in order}
+    return merged, order, info, per_image
+
+
+def _select_layers(ran, stats, s: CalibrationSettings, len_prompts: int):
+    keep_float = []
+    out = []
+    for l in ran:
+        if any(fnmatch.fnmatchcase(l.name, pat) for pat in s.exclude) or l.kind not in TARGETS[s.target]:
+            keep_float.append(l.name)
+            continue
+        if l.graph == "decoder":
+            rows_per_prompt = stats[l.name].rows / max(len_prompts, 1)
+            if rows_per_prompt < s.min_rows_per_prompt:
+                keep_float.append(l.name)
+                continue
+        out.append(l)
+    if not out:
+        raise InputError("no layer is left to quantize", hint="check --exclude")
+    return out, keep_float
+
+
+def _scales(run: _Run, method: str, layers, stats, image_info, cache_dir) -> dict[str, Any]:
+    """Scales of every layer by ``method``; Hessian results are cached per layer (restartable)."""
+    from tqdm import tqdm
+
+    from .baselines import baseline_scales
+    from .search import LayerScales, hessian_search
+
+    s = run.settings
+    out: dict[str, Any] = {}
+    cache_file = None
+    done: dict[str, Any] = {}
+    if method == "hessian" and getattr(run, "cache_dir", None) is not None:
+        key = hashlib.sha256(json.dumps([run.cache_key, [i["sha256"] for i in image_info], s.candidates, s.rounds,
+                                         s.conv_output_quant, CACHE_VERSION]).encode()).hexdigest()[:16]
+        cache_file = Path(run.cache_dir) / f"scales-{key}.json"
+        if cache_file.exists():
+            try:
+                done = json.loads(cache_file.read_text())
+            except ValueError:
+                done = {}
+    bar = tqdm(layers, desc=f"{method} scales", unit="layer", disable=not run.progress or method != "hessian")
+    for l in bar:
+        oq = s.conv_output_quant and l.kind == "conv"
+        if method == "hessian":
+            if l.name in done:
+                d = done[l.name]
+                out[l.name] = LayerScales(l.name, np.asarray(d["w"], np.float32), np.float32(d["a"]),
+                                          None if d["o"] is None else np.float32(d["o"]), "hessian", d["info"])
+                continue
+            sc = hessian_search(l, stats[l.name], s.candidates, s.rounds, output_quant=oq)
+            out[l.name] = sc
+            if cache_file is not None:
+                done[l.name] = {"w": sc.weight.tolist(), "a": float(sc.act), "o": None if sc.out is None else float(sc.out),
+                                "info": sc.info}
+                write_text_atomic(cache_file, json.dumps(done))
+        else:
+            out[l.name] = baseline_scales(l, stats[l.name], method, output_quant=oq)
+    return out
+
+
+def _hessian_total(layers, stats, scales) -> float:
+    from .search import hessian_error
+
+    return float(sum(hessian_error(l, stats[l.name], scales[l.name]) for l in layers))
+
+
+def _speed(fp_path, fp_model, int8_model, mixed_model, images, contract, workdir, threads, runs: int = 3) -> dict[str, float]:
+    """Median encoder latency (ms) of FP32, full INT8 and the mixed-precision INT8 graph."""
+    from ..runtime.transforms import preprocess_image
+
+    x, _ = preprocess_image(next(iter(images.values())), contract.preprocess)
+    out = {}
+    for name, model in (("fp32", fp_path), ("int8", (int8_model)), ("mixed", (mixed_model))):
+        sess = ort_session(model, threads, workdir=workdir)
+        sess.run(None, {"image": x})
+        ts = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            sess.run(None, {"image": x})
+            ts.append(time.perf_counter() - t)
+        out[f"{name}_ms"] = float(np.median(ts) * 1e3)
+    return out
+
+
+# ---- outputs -------------------------------------------------------------------------------------------------
+def int8_contract(contract: ModelContract, settings: CalibrationSettings, method: str) -> ModelContract:
+    """Same model_id; provenance notes the precision and the calibration."""
+    prov = dict(contract.provenance)
+    prov["precision"] = "int8"
+    prov["calibration"] = {"method": method, "samdeploy": __version__, "format": FORMAT,
+                           "graphs": list(settings.graphs)}
+    return dataclasses.replace(contract, provenance=prov)
+
+
+def _write_outputs(run: _Run, out: Path, models, doc: dict, result: CalibrationResult) -> list[Path]:
+    from ..export.onnx_io import save_model, set_metadata
+    from ..export.manifest import MANIFEST_NAME
+
+    out = Path(out)
+    if out.resolve() == run.model_dir.resolve():
+        raise InputError("--out must differ from --model-dir (the FP32 export stays untouched)",
+                         hint=f"e.g. --out {run.model_dir / 'int8'}")
+    out.mkdir(parents=True, exist_ok=True)
+    with_manifest = out / MANIFEST_NAME
+    if with_manifest.exists():
+        with_manifest.unlink()  # no manifest = not a finished output while we write
+    contract = int8_contract(run.contract, run.settings, result.method)
+    written: list[Path] = []
+    files: dict[str, Any] = {}
+    for role in ("encoder", "decoder"):
+        if role in models:
+            m = models[role]
+            props = metadata_props(contract, role)
+            props["samdeploy.precision"] = "int8"
+            props["samdeploy.calibration"] = json.dumps({"method": result.method, "file": CALIBRATION_JSON})
+            set_metadata(m, props, doc=f"samdeploy INT8 {role} for {contract.family}/{contract.variant}")
+            path = out / GRAPH_FILES[role]
+            saved = save_model(m, path, external_data=m.ByteSize() > 1_800_000_000)
+        else:  # the FP32 decoder, copied so the directory is a complete model
+            src = run.paths[role]
+            path = out / src.name
+            if path.resolve() != src.resolve():
+                from .._io import atomic_path
+
+                with atomic_path(path) as tmp:
+                    shutil.copyfile(src, tmp)
+            from ..export.onnx_io import SavedFile
+            from .._io import sha256_file
+
+            saved = [SavedFile(path, sha256_file(path), path.stat().st_size)]
+        written += [f.path for f in saved]
+        main, *data = saved
+        files[role] = {
+            "path": os.path.relpath(main.path, out), "sha256": main.sha256, "size": main.size,
+            "external_data": [{"path": os.path.relpath(f.path, out), "sha256": f.sha256, "size": f.size} for f in data],
+            "precision": "int8" if role in models else "fp32",
+            "inputs": run.manifest["files"][role].get("inputs", []),
+            "outputs": run.manifest["files"][role].get("outputs", []),
+        }
+    doc["files"] = {k: v["path"] for k, v in files.items()}
+    write_json_atomic(out / CALIBRATION_JSON, doc)
+    write_text_atomic(out / REPORT_MD, result.report)
+    written += [out / CALIBRATION_JSON, out / REPORT_MD]
+    manifest = dict(run.manifest)
+    manifest.update({
+        "model_id": contract.model_id,
+        "precision": "int8",
+        "contract": contract.to_dict(),
+        "files": files,
+        "calibration": {"file": CALIBRATION_JSON, "method": result.method, "from": str(run.model_dir.resolve())},
+    })
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+    written.append(out / MANIFEST_NAME)
+    return written
+
+
+def _calibration_json(run: _Run, result: CalibrationResult, layers, stats, node_map, grad_rms, image_info,
+                      held_out, excluded: set[str]) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    chosen = result.methods[result.method]
+    lay = {}
+    for l in layers:
+        sc = chosen.scales[l.name]
+        entry = {
+            "graph": l.graph,
+            "kind": l.kind,
+            "onnx_nodes": node_map[l.name],
+            "quantized": l.name not in excluded,
+            "weight_axis_torch": l.onnx_axis,
+            **sc.to_json(),
+            "act_absmax": float(stats[l.name].act_absmax),
+            "out_absmax": float(stats[l.name].out_absmax),
+        }
+        if l.name in grad_rms:
+            entry["grad_rms"] = grad_rms[l.name]
+        lay[l.name] = entry
+    return {
+        "format": FORMAT,
+        "model_id": run.contract.model_id,
+        "source": run.manifest.get("source", {}),
+        "random_weights": run.random_weights,
+        "method": result.method,
+        "settings": run.settings.to_json(),
+        "calibration_images": image_info,
+        "held_out_images": [{"name": n, "sha256": image_sha256(v), "shape": list(v.shape)} for n, v in held_out.items()],
+        "quantization": {
+            "weights": "int8 symmetric per output channel, narrow range [-127, 127], zero point 0",
+            "activations": "int8 symmetric per tensor [-128, 127], zero point 0",
+            "target": run.settings.target,
+            "placement": "inputs of " + ("Conv/ConvTranspose/MatMul/Gemm" if run.settings.target == "tensorrt" else "MatMul/Gemm")
+            + " (dedicated Q/DQ per consumer)"
+            + (", Conv outputs" if run.settings.conv_output_quant else ""),
+        },
+        "layers": lay,
+        "kept_float": result.kept_float,
+        "metrics": {m: (r.metrics.to_json() if r.metrics else None) for m, r in result.methods.items()},
+        "hessian_error": {m: r.hessian_err for m, r in result.methods.items()},
+        "final_metrics": result.metrics.to_json(),
+        "gate": dataclasses.asdict(run.settings.gate),
+        "gate_problems": result.gate_problems,
+        "mixed_precision": _jsonable(result.mixed),
+        "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "versions": {"samdeploy": __version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+
+
+def _jsonable(x):
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, EvalResult):
+        return x.to_json()
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x
+
+
+def _table(result: CalibrationResult) -> str:
+    lines = ["| method | mean IoU | p5 IoU | min IoU | emb cosine | |dIoU-pred| mean | Hessian err | search s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m, r in result.methods.items():
+        e = r.metrics
+        if e is None:
+            continue
+        star = " (chosen)" if m == result.method else ""
+        lines.append(f"| {m}{star} | {e.mean_iou:.4f} | {e.p5_iou:.4f} | {e.min_iou:.4f} | {e.emb_cosine_mean:.5f} | "
+                     f"{e.iou_pred_abs_err_mean:.4f} | {r.hessian_err:.4g} | {r.seconds:.1f} |")
+    return "\n".join(lines)
+
+
+def _report_md(run: _Run, result: CalibrationResult, doc: dict) -> str:
+    s = run.settings
+    c = run.contract
+    lines = [
+        f"# INT8 calibration report: {c.family}/{c.variant}",
+        "",
+        f"- model_id: `{c.model_id}`",
+        f"- method: **{result.method}** ({s.candidates} candidates x {s.rounds} rounds, loss `{s.loss}`), "
+        f"graphs: {', '.join(s.graphs)}",
+        f"- calibration images: {len(doc['calibration_images'])} ({', '.join(i['name'] for i in doc['calibration_images'])}), "
+        f"{s.prompts_per_image} prompts and {s.tokens_per_image} sampled positions per layer per image",
+        f"- held-out gate images: {', '.join(i['name'] for i in doc['held_out_images'])} "
+        f"({s.eval_grid}x{s.eval_grid} clicks + {s.eval_boxes} boxes each)",
+        f"- gate: mean IoU >= {s.gate.mean_iou}, p5 IoU >= {s.gate.p5_iou} -> "
+        + ("**PASSED**" if not result.gate_problems else "**FAILED**: " + "; ".join(result.gate_problems)),
+        f"- quantized layers: {len(result.layers)}; kept in float: {len(result.kept_float)}"
+        + (f" ({', '.join(result.kept_float[:8])}{' ...' if len(result.kept_float) > 8 else ''})" if result.kept_float else ""),
+        f"- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()) + f"; peak RSS {result.peak_rss_mb:.0f} MB",
+        "",
+        "## FP32 vs INT8 (ONNX Runtime, held-out images)",
+        "",
+        _table(result),
+        "",
+        "Mask IoU: thresholded low-res masks (all mask tokens the contract uses) of the FP32 decoder on the FP32 "
+        "embedding vs the decoder on the INT8 embedding. Hessian err: sum over layers of the Hessian-weighted output "
+        "error sum (g * (O - O_hat))^2 on the calibration samples (lower is better; what the search minimises).",
+    ]
+    if result.mixed:
+        mx = result.mixed
+        lines += ["", "## Mixed precision", "",
+                  f"Layers kept in float to pass the gate ({len(mx['kept_float'])}): "
+                  + ", ".join(f"`{n}`" for n in mx["kept_float"])]
+        if mx.get("speed"):
+            sp = mx["speed"]
+            lines.append(f"Encoder latency (ORT CPU, median): FP32 {sp['fp32_ms']:.0f} ms, all-INT8 {sp['int8_ms']:.0f} ms, "
+                         f"mixed {sp['mixed_ms']:.0f} ms")
+    if run.random_weights:
+        lines += ["", "## About these numbers (random weights)", "",
+                  "This model has seeded random weights (decoder output layers rescaled so mask logits span about "
+                  "+-20, like a trained SAM). The gate therefore measures how much INT8 perturbs a *random* network's "
+                  "features on real photographs: it validates the quantizer, the scales and the QDQ graph, but it is "
+                  "NOT the task accuracy of a trained checkpoint (random features have no semantic structure, and the "
+                  "mask boundaries move differently). To measure your model: export your checkpoint "
+                  "(`samdeploy export --checkpoint ckpt.pth --out exp`), then `samdeploy calibrate --model-dir exp "
+                  "--images <your calibration photos> --eval-images <your held-out photos> --compare-methods`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,223 @@
+"""``samdeploy everything IMAGE --model-dir DIR [--hierarchical] [--boxes FILE.json] [--points-per-side N] --out DIR``
+
+Segment everything in one image on the exported runtime (never imports torch):
+
+* default: SAM's automatic mask generator (point grid, IoU/stability filters, box NMS, optional crops);
+* ``--hierarchical``: TinySAM's two-round strategy (sparse grid first, dense round skips covered points);
+* ``--boxes FILE.json``: MobileSAMv2 style, one mask per detector box.
+
+Writes ``overlay.png`` (all masks tinted), ``masks.json`` (SAM-style records, segmentation as COCO
+RLE, plus the run's parameters and statistics) and with ``--mask-pngs`` one PNG per mask. Prints
+mask counts, decoder prompts issued and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HELP = "segment everything (grid or TinySAM hierarchical); overlay PNG + COCO RLE JSON"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .predict_cmd import add_model_arguments
+
+    p.add_argument("image", help="image file (JPEG/PNG/...)")
+    add_model_arguments(p)
+    g = p.add_argument_group("prompts (SAM automatic mask generator parameters)")
+    g.add_argument("--points-per-side", type=int, default=32, help="grid points per side (default 32 = 1024 prompts)")
+    g.add_argument("--points-per-batch", type=int, default=64, help="prompts per decoder call (default 64)")
+    g.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks with predicted IoU > this (0.88)")
+    g.add_argument("--stability-score-thresh", type=float, default=0.95, help="keep masks with stability >= this (0.95)")
+    g.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset of the stability score (1.0)")
+    g.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU above which duplicates are dropped (0.7)")
+    g.add_argument("--crop-n-layers", type=int, default=0, help="extra crop layers; layer i has (2^i)^2 crops (0)")
+    g.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box NMS threshold across crops (0.7)")
+    g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, help="crop overlap ratio (512/1500)")
+    g.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
+                   help="points per side in crop layer i = points_per_side / factor^i (1)")
+    g.add_argument("--min-mask-region-area", type=int, default=0,
+                   help="fill holes / drop islands smaller than this many pixels (0 = off)")
+    g.add_argument("--hierarchical", action="store_true",
+                   help="TinySAM hierarchical mode: sparse points_per_side//4 grid first, then dense points "
+                        "outside confidently segmented areas (about half the prompts)")
+    g.add_argument("--high-score-thresh", type=float, default=8.5,
+                   help="hierarchical: mask logit above which an area counts as done (TinySAM's 8.5)")
+    g.add_argument("--boxes", metavar="FILE.json",
+                   help="box prompts from a detector: JSON list of [x0,y0,x1,y1], or of objects with "
+                        "'box' (XYXY) or 'bbox' (COCO XYWH); one mask per box, no filtering")
+    g.add_argument("--box-batch", type=int, default=320, help="boxes per decoder call (MobileSAMv2: 320)")
+    g.add_argument("--border-snap", type=float, default=20.0,
+                   help="snap box edges within this many px of the image border onto it (20; 0 = off)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="output directory (default: <image-stem>_everything next to the image)")
+    o.add_argument("--mask-pngs", action="store_true", help="also write masks/mask_<i>.png for every mask")
+    o.add_argument("--json", action="store_true", help="print the summary as JSON")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_boxes(path: str) -> np.ndarray:
+    """Read detector boxes (see ``--boxes``) as [K, 4] XYXY float32."""
+    from samdeploy.errors import InputError, MissingFileError
+
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"boxes file not found: {p}")
+    try:
+        data: Any = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p} is not valid JSON ({exc})", hint="write a JSON list of [x0, y0, x1, y1] boxes") from None
+    if isinstance(data, dict):
+        data = data.get("boxes", data.get("annotations"))
+    if not isinstance(data, list):
+        raise InputError(f"{p}: expected a list of boxes", hint='e.g. [[10, 20, 200, 180], {"bbox": [x, y, w, h]}]')
+    out = []
+    for i, item in enumerate(data):
+        if isinstance(item, dict):
+            if "box" in item:
+                box = item["box"]
+            elif "bbox" in item:  # COCO: x, y, width, height
+                b = item["bbox"]
+                box = [b[0], b[1], b[0] + b[2], b[1] + b[3]] if isinstance(b, list) and len(b) == 4 else b
+            else:
+                raise InputError(f"{p}: box {i} has neither 'box' (XYXY) nor 'bbox' (XYWH)")
+        else:
+            box = item
+        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
+            raise InputError(f"{p}: box {i} is {box!r}; expected 4 numbers")
+        out.append(box)
+    return np.asarray(out, dtype=np.float32).reshape(-1, 4)
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="prompt", desc="decoding", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def run(args: argparse.Namespace) -> int:
+    from samdeploy._io import write_json_atomic
+    from samdeploy.images import load_image
+    from samdeploy.runtime import Predictor
+    from samdeploy.runtime.amg import MaskGenerator
+    from samdeploy.runtime.amg_utils import rle_to_mask
+    from samdeploy.runtime.overlay import draw_overlay, write_png
+
+    image = load_image(args.image)
+    boxes = load_boxes(args.boxes) if args.boxes else None
+    out_dir = Path(args.out) if args.out else Path(args.image).with_name(Path(args.image).stem + "_everything")
+    params = dict(
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        stability_score_offset=args.stability_score_offset,
+        box_nms_thresh=args.box_nms_thresh,
+        crop_n_layers=args.crop_n_layers,
+        crop_nms_thresh=args.crop_nms_thresh,
+        crop_overlap_ratio=args.crop_overlap_ratio,
+        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
+        min_mask_region_area=args.min_mask_region_area,
+        hierarchical=args.hierarchical,
+        high_score_thresh=args.high_score_thresh,
+        box_batch=args.box_batch,
+        border_snap=args.border_snap,
+    )
+
+    t0 = time.perf_counter()
+    pred = Predictor(args.model_dir, encoder=args.encoder, decoder=args.decoder, backend=args.backend,
+                     providers=args.providers, threads=args.threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    show_bar = not args.no_progress and not args.json and sys.stderr.isatty()
+    progress, close_bar = _progress_bar(show_bar)
+    try:
+        gen = MaskGenerator(pred, output_mode="coco_rle", **params)
+        if boxes is not None:
+            records = gen.generate_from_boxes(image, boxes, progress=progress)
+        else:
+            records = gen.generate(image, progress=progress)
+        info = pred.describe()
+    finally:
+        close_bar()
+        pred.close()
+    stats = gen.stats.to_dict()
+
+    # Overlay: decode the RLEs one at a time into a label-free stack only as large as needed.
+    masks = np.zeros((len(records), *image.shape[:2]), dtype=bool)
+    for i, r in enumerate(records):
+        masks[i] = rle_to_mask(r["segmentation"])
+    write_png(out_dir / "overlay.png", draw_overlay(image, masks, boxes=boxes))
+    files = ["overlay.png", "masks.json"]
+    if args.mask_pngs:
+        for i in range(len(records)):
+            name = f"masks/mask_{i:04d}.png"
+            write_png(out_dir / name, masks[i])
+            records[i]["file"] = name
+            files.append(name)
+    for i, r in enumerate(records):
+        r["id"] = i
+    mode = stats["mode"]
+    write_json_atomic(
+        out_dir / "masks.json",
+        {
+            "image": os.path.abspath(args.image),
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "model": info.get("model_id"),
+            "mode": mode,
+            "params": {k: params[k] for k in ("box_batch", "border_snap")} if boxes is not None else params,
+            "stats": stats,
+            "annotations": records,
+        },
+    )
+
+    summary = {
+        "image": args.image,
+        "size_hw": [int(image.shape[0]), int(image.shape[1])],
+        "model": info.get("model_id"),
+        "backend": info.get("backend"),
+        "mode": mode,
+        "masks": len(records),
+        "prompts": stats["prompts"],
+        "decoder_calls": stats["decoder_calls"],
+        "encoder_calls": stats["encoder_calls"],
+        "masks_after_filters": stats["masks_after_filters"],
+        "rounds": stats["rounds"],
+        "timings_ms": dict(stats["timings_ms"], load=round(load_ms, 1)),
+        "out": str(out_dir),
+        "files": files,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    t = summary["timings_ms"]
+    print(f"model    {summary['model']}  [{summary['backend']}]")
+    print(f"image    {args.image}  {image.shape[1]}x{image.shape[0]}")
+    print(f"mode     {mode}" + (f" ({len(boxes)} boxes from {args.boxes})" if boxes is not None else ""))
+    print(f"prompts  {stats['prompts']} decoder prompts in {stats['decoder_calls']} call(s), "
+          f"{stats['encoder_calls']} encoder call(s)")
+    for i, rd in enumerate(stats["rounds"]):
+        extra = f", {rd['skipped_covered']} of {rd['candidates']} candidates skipped (covered)" if "candidates" in rd else ""
+        print(f"  round {i + 1}: {rd['prompts']} prompts ({rd['points_per_side']}/side){extra}, {rd['masks']} masks kept")
+    print(f"masks    {len(records)} (of {stats['candidate_masks']} decoded, {stats['masks_after_filters']} after filters)")
+    print(f"timings  load {t['load']:.0f} ms | encoder {t['encode']:.0f} ms | decoder {t['decode']:.0f} ms | "
+          f"postprocess {t['postprocess']:.0f} ms | nms {t['nms']:.1f} ms | total {t['total']:.0f} ms")
+    print(f"wrote    {out_dir}/overlay.png, masks.json" + (f", {len(records)} mask PNGs" if args.mask_pngs else ""))
+    return 0

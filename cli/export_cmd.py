@@ -1,0 +1,59 @@
+"""``samdeploy export``: checkpoint (or seeded random weights) -> encoder.onnx, decoder.onnx, manifest.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "export encoder/decoder ONNX + manifest from a checkpoint (or --random-weights)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("model (one of: --checkpoint, a registry name as --model, --random-weights)")
+    src.add_argument("--model", default="auto", metavar="NAME",
+                     help="variant (mobile_sam, tinysam, vit_b, vit_l, vit_h, slimsam_50, slimsam_77), 'auto' to detect "
+                          "it from --checkpoint, or a registry name to download (see `samdeploy models list`)")
+    src.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (.pth/.pt state_dict)")
+    src.add_argument("--trust-pickle", action="store_true",
+                     help="allow checkpoints that are pickled Python objects (runs code from the file; only for files you trust)")
+    src.add_argument("--random-weights", action="store_true", help="seeded random weights (self-tests, CI); needs --model VARIANT")
+    src.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="DIR", help="output directory (created; existing files are replaced)")
+    out.add_argument("--graphs", default="encoder,decoder", help="which graphs to export (default encoder,decoder)")
+    out.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; < 17 is refused)")
+    out.add_argument("--encoder-batch", default="1", metavar="N|dynamic",
+                     help="static encoder batch size (default 1) or 'dynamic'")
+    out.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
+                     help="store weights in <file>.onnx.data: auto = only above ~1.8 GB (ViT-H), always, never")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..export.exporter import ExportOptions, export_model
+    from ..export.source import load_source, resolve_source, resolved
+
+    graphs = tuple(g.strip() for g in args.graphs.split(",") if g.strip())
+    if str(args.encoder_batch).lower() == "dynamic":
+        encoder_batch = None
+    else:
+        try:
+            encoder_batch = int(args.encoder_batch)
+        except ValueError:
+            raise InputError(f"--encoder-batch must be a number or 'dynamic', not {args.encoder_batch!r}") from None
+    options = ExportOptions(graphs=graphs, opset=args.opset, encoder_batch=encoder_batch,
+                            external_data=args.external_data)
+    options.validate()  # before the (slow) model load
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise InputError(f"--out {args.out} is a file, not a directory", hint="pass a directory path")
+    src = resolve_source(args.model, args.checkpoint, args.random_weights, args.seed, args.trust_pickle)
+    print(f"samdeploy export: loading {src.describe()} ...", flush=True)
+    notes: list[str] = []
+    sam = load_source(src, notes)
+    src = resolved(src, sam)
+    for note in notes:
+        print(f"samdeploy export: note: {note}", flush=True)
+    result = export_model(sam, args.out, src, options, log=lambda s: print(f"samdeploy export: {s}", flush=True))
+    for line in result.summary_lines():
+        print(line)
+    return 0

@@ -1,0 +1,338 @@
+"""Export ``Sam.encode`` / ``Sam.decode`` to ``encoder.onnx`` / ``decoder.onnx`` + ``manifest.json``.
+
+Pipeline per graph: TorchScript exporter (``dynamo=False``, opset >= 17, constant folding, eval mode,
+no_grad) into a private staging directory -> load -> tidy (drop Identity-of-initializer nodes) ->
+contract checks (no OneHot/Tile, float32 inputs, no shape-tensor inputs, I/O
+names) -> shape inference -> metadata. Only when every requested graph is ready are the files
+written (atomically, external data first) and, last, the manifest. The old manifest is removed
+first, so an interrupted export never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+import torch
+
+from .. import __version__
+from ..contract import ModelContract, metadata_props
+from ..errors import ExportError, InputError
+from . import graph_checks, onnx_io, wrappers
+from .manifest import MANIFEST_NAME, build_manifest, file_entry, write_manifest
+from .source import ModelSource
+
+GRAPHS = ("encoder", "decoder")
+MIN_OPSET = 17
+FILE_NAMES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    graphs: tuple[str, ...] = GRAPHS
+    opset: int = 17
+    encoder_batch: int | None = 1  # None: dynamic batch axis
+    external_data: str = "auto"  # "auto" | "always" | "never"
+    external_data_threshold: int = onnx_io.DEFAULT_EXTERNAL_DATA_THRESHOLD  # bytes of weights, for "auto"
+
+    def validate(self) -> None:
+        bad = [g for g in self.graphs if g not in GRAPHS]
+        if bad or not self.graphs:
+            raise InputError(f"unknown graph(s) {bad or '(none)'}", hint="--graphs takes encoder, decoder or encoder,decoder")
+        if self.opset < MIN_OPSET:
+            raise InputError(
+                f"opset {self.opset} is too old: samdeploy needs opset >= {MIN_OPSET} (LayerNormalization)",
+                hint=f"use --opset {MIN_OPSET} (the default)",
+            )
+        if self.external_data not in ("auto", "always", "never"):
+            raise InputError(f"--external-data must be auto, always or never, not {self.external_data!r}")
+        if self.encoder_batch is not None and self.encoder_batch < 1:
+            raise InputError(f"--encoder-batch must be >= 1 or 'dynamic', not {self.encoder_batch}")
+
+    def provenance(self) -> dict[str, Any]:
+        """What goes into the contract (and so into the files): only options that change the graphs."""
+        return {
+            "exporter": "torch.onnx.export(dynamo=False)",
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "opset": self.opset,
+            "encoder_batch": "dynamic" if self.encoder_batch is None else self.encoder_batch,
+            "constant_folding": True,
+        }
+
+
+@dataclass
+class GraphResult:
+    role: str
+    path: Path
+    files: list[onnx_io.SavedFile]
+    inputs: list[dict]
+    outputs: list[dict]
+    op_counts: dict[str, int]
+    export_seconds: float
+    external_data: bool
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    contract: ModelContract
+    source: ModelSource
+    graphs: dict[str, GraphResult] = field(default_factory=dict)
+    manifest_path: Path | None = None
+    seconds: float = 0.0
+
+    def summary_lines(self) -> list[str]:
+        c = self.contract
+        lines = [
+            f"model     {c.family}/{c.variant}  weights {c.weights_sha256[:24]}{'...' if len(c.weights_sha256) > 24 else ''}",
+            f"source    {self.source.describe()}",
+            f"contract  v{c.contract_version}, opset {c.opset}, input {c.preprocess.input_size}px "
+            f"{c.preprocess.channel_order} 0..255 (normalised in graph), "
+            f"{'always multimask' if c.decoder.always_multimask else 'tokens 0 / 1..3'}",
+        ]
+        for g in self.graphs.values():
+            shapes = ", ".join(f"{i['name']}{list(i['shape'])}" for i in g.inputs)
+            for f in g.files:
+                lines.append(f"wrote     {f.path}  {_human(f.size)}  sha256 {f.sha256[:16]}")
+            lines.append(f"          {g.role}: {shapes}  ({sum(g.op_counts.values())} nodes, {g.export_seconds:.1f} s)")
+        if self.manifest_path:
+            lines.append(f"wrote     {self.manifest_path}")
+        lines.append(f"done in {self.seconds:.1f} s")
+        return lines
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _is_training(module: torch.nn.Module) -> list[str]:
+    return [name or type(m).__name__ for name, m in module.named_modules() if m.training]
+
+
+def trace_graph(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+    staging: Path,
+    training: "torch.onnx.TrainingMode | None" = None,
+) -> onnx.ModelProto:
+    """TorchScript-export ``module`` and load the result. Refuses training-mode modules (the
+    exporter would silently bake batch statistics / dropout into the graph) unless ``training`` is
+    given explicitly (tests use that to build a deliberately broken export)."""
+    if training is None:
+        training = torch.onnx.TrainingMode.EVAL
+        if _is_training(module):
+            raise ExportError(
+                f"refusing to export a model in training mode ({', '.join(_is_training(module)[:3])} ...)",
+                hint="call model.eval() before exporting",
+            )
+    if torch.is_grad_enabled():
+        raise ExportError("export must run under torch.no_grad()", hint="wrap the call in `with torch.no_grad():`")
+    path = staging / "graph.onnx"
+    log = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log):
+            warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic are expected
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                export_params=True,
+                opset_version=opset,
+                do_constant_folding=True,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes or None,
+                training=training,
+                keep_initializers_as_inputs=False,
+            )
+    except Exception as exc:
+        raise ExportError(
+            f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="set SAMDEPLOY_DEBUG=1 for the traceback and report it with the model variant",
+        ) from exc
+    return onnx_io.load_model(path)
+
+
+def finish_graph(model: onnx.ModelProto, role: str, contract: ModelContract) -> graph_checks.GraphReport:
+    """Tidy, check, infer shapes and stamp the contract into ``model`` in place.
+
+    (onnxslim was measured and is not used: it changes decoder outputs by up to 3e-5 and does not
+    make ONNX Runtime faster, which applies its own fusions.)"""
+    onnx_io.remove_initializer_identities(model)
+    onnx_io.remove_unused_initializers(model)
+    onnx_io.fold_constants(model)
+    report = graph_checks.check_graph(model, role)
+    if not report.ok:
+        raise ExportError(
+            f"the exported {role} graph breaks the samdeploy contract:\n    " + "\n    ".join(report.problems),
+            hint="this is a bug in the model's forward (samdeploy.models); report it with the variant",
+        )
+    onnx_io.infer_shapes(model)
+    model.producer_name = "samdeploy"
+    model.producer_version = __version__
+    onnx_io.set_metadata(
+        model,
+        metadata_props(contract, role),
+        doc=f"samdeploy {role} for {contract.family}/{contract.variant} (see metadata samdeploy.contract)",
+    )
+    return report
+
+
+def export_model(
+    sam: torch.nn.Module,
+    out_dir: str | os.PathLike,
+    source: ModelSource,
+    options: ExportOptions = ExportOptions(),
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export ``sam`` (an eval-mode ``samdeploy.models.Sam``) into ``out_dir``.
+
+    ``source`` is what the model was built from; it is recorded in the manifest so that ``check`` can
+    rebuild it. The contract's weights hash is ``sam.weights_sha256``."""
+    options.validate()
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    say = log or (lambda s: None)
+    if not getattr(sam, "weights_sha256", ""):
+        raise ExportError("the model has no weights hash", hint="build it with random_model() or load_checkpoint()")
+    contract = sam.make_contract(**options.provenance())
+    contract = _with_opset(contract, options.opset)
+    result = ExportResult(out_dir=out_dir, contract=contract, source=source)
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file, not a directory", hint="pass a directory path")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Invalidate the directory before touching anything: no manifest = not a finished export.
+    with contextlib.suppress(FileNotFoundError):
+        (out_dir / MANIFEST_NAME).unlink()
+
+    staging = Path(tempfile.mkdtemp(prefix=".samdeploy-export-", dir=out_dir))
+    try:
+        protos: dict[str, tuple[onnx.ModelProto, graph_checks.GraphReport, float]] = {}
+        with torch.no_grad():
+            for role in GRAPHS:
+                if role not in options.graphs:
+                    continue
+                say(f"exporting {role} ...")
+                t0 = time.perf_counter()
+                module, args, (names_in, names_out, axes) = _graph_spec(sam, role, contract, options)
+                sub = staging / role
+                sub.mkdir()
+                proto = trace_graph(module, args, names_in, names_out, axes, options.opset, sub)
+                shutil.rmtree(sub, ignore_errors=True)
+                report = finish_graph(proto, role, contract)
+                protos[role] = (proto, report, time.perf_counter() - t0)
+        # Everything is in memory and checked; now write (each file atomically, manifest last).
+        # If anything fails from here on, the files of this export are removed again.
+        try:
+            for role, (proto, report, seconds) in protos.items():
+                path = out_dir / FILE_NAMES[role]
+                external = _use_external_data(proto, options)
+                _remove_stale_data(path, keep=external)
+                files = onnx_io.save_model(proto, path, external_data=external)
+                result.graphs[role] = GraphResult(
+                    role=role,
+                    path=path,
+                    files=files,
+                    inputs=graph_checks.value_info_summary(_real_inputs(proto)),
+                    outputs=graph_checks.value_info_summary(proto.graph.output),
+                    op_counts=report.op_counts,
+                    export_seconds=seconds,
+                    external_data=external,
+                )
+            result.seconds = time.perf_counter() - t_start
+            manifest = build_manifest(
+                contract=contract,
+                source=source,
+                files={role: file_entry(g, out_dir) for role, g in result.graphs.items()},
+                options=_options_dict(options),
+                export_seconds=result.seconds,
+            )
+            result.manifest_path = write_manifest(out_dir, manifest)
+        except BaseException:
+            for role in protos:
+                path = out_dir / FILE_NAMES[role]
+                for stale in (path, path.with_name(path.name + ".data")):
+                    with contextlib.suppress(FileNotFoundError):
+                        stale.unlink()
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _with_opset(contract: ModelContract, opset: int) -> ModelContract:
+    import dataclasses
+
+    return dataclasses.replace(contract, opset=opset)
+
+
+def _graph_spec(sam, role: str, contract: ModelContract, options: ExportOptions):
+    if role == "encoder":
+        batch = options.encoder_batch or 2  # dynamic: trace with 2 so nothing specialises on 1
+        return (
+            wrappers.EncoderGraph(sam),
+            wrappers.encoder_example(contract.preprocess.input_size, batch),
+            wrappers.encoder_io(options.encoder_batch is None),
+        )
+    return (
+        wrappers.DecoderGraph(sam),
+        wrappers.decoder_example(tuple(contract.decoder.embedding_shape), contract.decoder.low_res_size),
+        wrappers.decoder_io(),
+    )
+
+
+def _real_inputs(proto: onnx.ModelProto):
+    inits = {t.name for t in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in inits]
+
+
+def _use_external_data(proto: onnx.ModelProto, options: ExportOptions) -> bool:
+    if options.external_data == "always":
+        return True
+    big = onnx_io.initializer_bytes(proto) > options.external_data_threshold
+    if options.external_data == "never":
+        if onnx_io.initializer_bytes(proto) > onnx_io.DEFAULT_EXTERNAL_DATA_THRESHOLD:
+            raise ExportError(
+                "the weights exceed the 2 GB protobuf limit and --external-data never was given",
+                hint="use --external-data auto (the default)",
+            )
+        return False
+    return big
+
+
+def _remove_stale_data(path: Path, keep: bool) -> None:
+    """A previous export's external-data file must not outlive the graph that used it."""
+    if not keep:
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + ".data").unlink()
+
+
+def _options_dict(options: ExportOptions) -> dict[str, Any]:
+    return {
+        "graphs": list(options.graphs),
+        "opset": options.opset,
+        "encoder_batch": "dynamic" if options.encoder_batch is None else options.encoder_batch,
+        "external_data": options.external_data,
+        "external_data_threshold": options.external_data_threshold,
+    }

@@ -1,0 +1,88 @@
+"""The two graphs that are exported: thin modules whose forward *is* ``Sam.encode`` / ``Sam.decode``.
+
+Export traces these, and ``samdeploy check`` compares ``Sam.encode``/``Sam.decode`` with the ONNX
+files, so the PyTorch reference and the graphs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT
+
+# Symbolic names of the dynamic axes (shown by Netron, read by the TensorRT profile builder).
+PROMPT_AXIS = "num_prompts"
+POINT_AXIS = "num_points"
+IMAGE_AXIS = "batch"
+
+
+class EncoderGraph(nn.Module):
+    """image [B,3,S,S] RGB 0..255 (mean-padded) -> image_embeddings [B,256,64,64]."""
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        self.sam = sam
+        self.training = sam.training  # a wrapper is only as eval as the model it wraps
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.sam.encode(image)
+
+
+class DecoderGraph(nn.Module):
+    """(image_embeddings [1,256,64,64], point_coords [B,N,2], point_labels [B,N],
+    mask_input [B,1,256,256], has_mask_input [B]) -> (iou_predictions [B,4], low_res_masks [B,4,256,256])."""
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        self.sam = sam
+        self.training = sam.training  # a wrapper is only as eval as the model it wraps
+
+    def forward(
+        self,
+        image_embeddings: Tensor,
+        point_coords: Tensor,
+        point_labels: Tensor,
+        mask_input: Tensor,
+        has_mask_input: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        return self.sam.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+
+
+def encoder_example(input_size: int, batch: int = 1) -> tuple[Tensor]:
+    """A traced example: the all-padding image (values do not matter, the graph has no data-dependent flow)."""
+    from ..contract import SAM_PIXEL_MEAN
+
+    image = torch.tensor(SAM_PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1).expand(batch, 3, input_size, input_size)
+    return (image.contiguous(),)
+
+
+def decoder_example(embedding_shape: tuple[int, int, int], low_res_size: int) -> tuple[Tensor, ...]:
+    """B=2 prompts of N=3 points: both dynamic axes are traced with sizes != 1 so nothing specialises on 1."""
+    b, n = 2, 3
+    g = torch.Generator().manual_seed(0)
+    c, h, w = embedding_shape
+    return (
+        torch.randn(1, c, h, w, generator=g),
+        torch.rand(b, n, 2, generator=g) * 1000.0,
+        torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]]),
+        torch.randn(b, 1, low_res_size, low_res_size, generator=g),
+        torch.tensor([1.0, 0.0]),
+    )
+
+
+def encoder_io(dynamic_batch: bool) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    axes = {ENCODER_INPUT: {0: IMAGE_AXIS}, ENCODER_OUTPUT: {0: IMAGE_AXIS}} if dynamic_batch else {}
+    return [ENCODER_INPUT], [ENCODER_OUTPUT], axes
+
+
+def decoder_io() -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    axes = {
+        "point_coords": {0: PROMPT_AXIS, 1: POINT_AXIS},
+        "point_labels": {0: PROMPT_AXIS, 1: POINT_AXIS},
+        "mask_input": {0: PROMPT_AXIS},
+        "has_mask_input": {0: PROMPT_AXIS},
+        "iou_predictions": {0: PROMPT_AXIS},
+        "low_res_masks": {0: PROMPT_AXIS},
+    }
+    return list(DECODER_INPUTS), list(DECODER_OUTPUTS), axes

@@ -1,0 +1,21 @@
+"""The lean device runtime (NumPy + OpenCV + ONNX Runtime/TensorRT; never imports torch).
+
+Public API::
+
+    from samdeploy.runtime import Predictor, load_model
+    pred = Predictor("out/mobile_sam", threads=2)         # ONNX Runtime CPU by default
+    pred.set_image(rgb)                                   # HxWx3 uint8
+    masks, scores, low_res = pred.predict(point_coords=[[x, y]], point_labels=[1])
+
+* :class:`Predictor` (``predictor.py``) -- SamPredictor semantics, batched prompts, embedding reuse.
+* :func:`load_model` / :class:`GraphPair` / :class:`Backend` (``backends/``) -- encoder + decoder
+  backends (ONNX Runtime, TensorRT) behind one interface, paired by their model contract.
+* ``transforms.py`` -- contract-driven pre/post-processing; ``prompts.py`` -- prompt validation/packing;
+  ``overlay.py`` -- drawing; ``bench.py`` -- latency benchmark.
+"""
+
+from .backends import Backend, BackendBase, GraphPair, load_model
+from .predictor import Predictor
+from .prompts import PromptLimits
+
+__all__ = ["Backend", "BackendBase", "GraphPair", "Predictor", "PromptLimits", "load_model"]

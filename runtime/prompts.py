@@ -1,0 +1,160 @@
+"""Prompt validation and packing for decoder.onnx (NumPy only).
+
+User-facing prompts follow ``segment_anything.SamPredictor``: points ``(x, y)`` in original-image
+pixels with labels 1 (foreground), 0 (background) or -1 (ignore); boxes ``(x0, y0, x1, y1)``;
+``mask_input`` = previous low-res logits ``[1, 256, 256]``. Everything is checked here so that bad
+input becomes an :class:`~samdeploy.errors.InputError` that says what to fix, never a traceback
+from inside ONNX Runtime.
+
+Packing (contract v1, as SAM's prompt encoder does): per prompt, the clicks come first, then the
+box as two corner points with labels 2 and 3; when no prompt has a box, a padding point
+``(0, 0, -1)`` is appended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import InputError
+
+USER_LABELS = (-1, 0, 1)
+
+
+@dataclass(frozen=True)
+class PromptLimits:
+    """Upper bounds that protect the device from runaway requests (configurable on the Predictor)."""
+
+    max_points: int = 64  # clicks per prompt (box corners and the padding point not counted)
+    max_prompts: int = 4096  # prompts per predict_batch() call (decoded in chunks of max_batch)
+
+
+def _as_float_array(x: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be numeric (got {type(x).__name__})", hint=f"pass {what} as a NumPy array of numbers") from None
+    if not np.isfinite(arr).all():
+        raise InputError(f"{what} contains NaN or inf", hint=f"remove non-finite values from {what}")
+    return arr
+
+
+def check_points(
+    point_coords: Any, point_labels: Any, *, batched: bool, limits: PromptLimits = PromptLimits()
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Validate clicks. Returns ``(coords [K,N,2] float64, labels [K,N] float32)`` or ``(None, None)``.
+
+    ``batched=False`` expects ``[N,2]`` / ``[N]`` (K = 1); ``batched=True`` expects ``[K,N,2]`` / ``[K,N]``."""
+    if point_coords is None and point_labels is None:
+        return None, None
+    if point_coords is None or point_labels is None:
+        raise InputError(
+            "point_coords and point_labels must be given together",
+            hint="pass one label per point: 1 = foreground, 0 = background",
+        )
+    coords = _as_float_array(point_coords, "point_coords")
+    labels = _as_float_array(point_labels, "point_labels")
+    want_c, want_l = ("[K, N, 2]", "[K, N]") if batched else ("[N, 2]", "[N]")
+    if not batched:
+        if coords.ndim != 2 or coords.shape[-1] != 2:
+            raise InputError(f"point_coords has shape {coords.shape}; expected {want_c} (x, y) pixels",
+                             hint="use predict_batch() for several prompts at once")
+        coords, labels = coords[None], labels[None] if labels.ndim == 1 else labels
+    if coords.ndim != 3 or coords.shape[-1] != 2:
+        raise InputError(f"point_coords has shape {np.shape(point_coords)}; expected {want_c} (x, y) pixels")
+    if labels.shape != coords.shape[:2]:
+        raise InputError(
+            f"point_labels has shape {np.shape(point_labels)} but point_coords has shape {np.shape(point_coords)}; "
+            f"expected {want_l}",
+            hint="give exactly one label per point",
+        )
+    if coords.shape[1] == 0:
+        return None, None
+    bad = ~np.isin(labels, USER_LABELS)
+    if bad.any():
+        raise InputError(
+            f"point_labels must be 1 (foreground), 0 (background) or -1 (ignore); got {np.unique(labels[bad]).tolist()}",
+            hint="boxes are passed with box=..., not as labels 2/3",
+        )
+    if coords.shape[1] > limits.max_points:
+        raise InputError(
+            f"{coords.shape[1]} points per prompt exceeds the limit of {limits.max_points}",
+            hint="raise the Predictor's max_points, or pass fewer clicks",
+        )
+    return coords, labels.astype(np.float32)
+
+
+def check_boxes(box: Any, *, batched: bool) -> Optional[np.ndarray]:
+    """Validate boxes ``(x0, y0, x1, y1)``. Returns ``[K, 4]`` float64 or ``None``."""
+    if box is None:
+        return None
+    arr = _as_float_array(box, "box")
+    if not batched:
+        if arr.shape not in ((4,), (1, 4)):
+            raise InputError(
+                f"box has shape {arr.shape}; expected [4] = (x0, y0, x1, y1)",
+                hint="use predict_batch(boxes=[K, 4]) for several boxes",
+            )
+        arr = arr.reshape(1, 4)
+    elif arr.ndim != 2 or arr.shape[1] != 4:
+        raise InputError(f"boxes have shape {arr.shape}; expected [K, 4] = (x0, y0, x1, y1) per box")
+    if arr.shape[0] == 0:
+        return None
+    flipped = (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
+    if flipped.any():
+        i = int(np.flatnonzero(flipped)[0])
+        raise InputError(
+            f"box {i} = {arr[i].tolist()} has x1 < x0 or y1 < y0",
+            hint="boxes are (x0, y0, x1, y1) with the top-left corner first",
+        )
+    return arr
+
+
+def check_mask_input(mask_input: Any, *, batched: bool, k: int, size: int = 256) -> Optional[np.ndarray]:
+    """Validate previous low-res logits. Returns ``[K, 1, size, size]`` float32 or ``None``."""
+    if mask_input is None:
+        return None
+    arr = _as_float_array(mask_input, "mask_input").astype(np.float32)
+    if not batched:
+        if arr.shape in ((size, size), (1, size, size), (1, 1, size, size)):
+            return np.ascontiguousarray(arr.reshape(1, 1, size, size))
+        raise InputError(
+            f"mask_input has shape {arr.shape}; expected [1, {size}, {size}] (low-res logits from a previous predict)",
+            hint="pass low_res_logits[i][None] from an earlier predict() call",
+        )
+    if arr.shape in ((k, size, size), (k, 1, size, size)):
+        return np.ascontiguousarray(arr.reshape(k, 1, size, size))
+    raise InputError(f"mask_input has shape {arr.shape}; expected [{k}, 1, {size}, {size}] (one per prompt)")
+
+
+def pack_prompts(
+    coords: Optional[np.ndarray],
+    labels: Optional[np.ndarray],
+    box_corners: Optional[np.ndarray],
+    k: int,
+    pad_point_when_no_box: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build decoder ``point_coords [K, N', 2]`` and ``point_labels [K, N']`` (float32).
+
+    ``coords``: clicks already in the encoder-input frame ``[K, N, 2]``; ``box_corners``: ``[K, 2, 2]``
+    in the same frame. Order and padding follow SAM's prompt encoder (clicks, box TL=2, box BR=3;
+    a ``(0, 0, -1)`` padding point when there is no box)."""
+    parts_c: list[np.ndarray] = []
+    parts_l: list[np.ndarray] = []
+    if coords is not None:
+        parts_c.append(np.asarray(coords, np.float32))
+        parts_l.append(np.asarray(labels, np.float32))
+    if box_corners is not None:
+        parts_c.append(np.asarray(box_corners, np.float32).reshape(k, 2, 2))
+        parts_l.append(np.broadcast_to(np.array([2.0, 3.0], np.float32), (k, 2)))
+    elif pad_point_when_no_box and coords is not None:
+        parts_c.append(np.zeros((k, 1, 2), np.float32))
+        parts_l.append(np.full((k, 1), -1.0, np.float32))
+    if not parts_c:
+        return np.zeros((k, 0, 2), np.float32), np.zeros((k, 0), np.float32)
+    return (
+        np.ascontiguousarray(np.concatenate(parts_c, axis=1)),
+        np.ascontiguousarray(np.concatenate(parts_l, axis=1)),
+    )
