@@ -81,10 +81,24 @@ def to_rgb_uint8(img: np.ndarray, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+SAMPLE_PREFIX = "sample:"
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB (8- or 16-bit, gray, RGB or RGBA files)."""
+    """Read an image file as HxWx3 uint8 RGB (8- or 16-bit, gray, RGB or RGBA files).
+
+    ``sample:NAME`` loads one of scikit-image's bundled photographs (e.g. ``sample:astronaut``),
+    so examples and smoke tests need no image file."""
     import cv2
 
+    if str(path).startswith(SAMPLE_PREFIX):
+        name = str(path)[len(SAMPLE_PREFIX):]
+        if name not in _DEFAULT_PHOTOS + _HELD_OUT_PHOTOS:
+            raise InputError(
+                f"unknown sample photograph {name!r}",
+                hint=f"choose one of: {', '.join(_DEFAULT_PHOTOS + _HELD_OUT_PHOTOS)}",
+            )
+        return _skimage_photo(name)
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"image not found: {path}")

@@ -56,13 +56,14 @@ class EvalResult:
     masks: int
     images: int
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)
+    mask_logit_rel_err: float = 0.0  # ||logits_int8 - logits_fp32|| / ||logits_fp32|| over the image area
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
     def line(self) -> str:
         return (f"mask IoU mean {self.mean_iou:.4f} p5 {self.p5_iou:.4f} min {self.min_iou:.4f} | "
-                f"emb cosine {self.emb_cosine_mean:.5f} (min {self.emb_cosine_min:.5f}) | "
+                f"mask logits rel err {self.mask_logit_rel_err:.4f} | emb cosine {self.emb_cosine_mean:.5f} (min {self.emb_cosine_min:.5f}) | "
                 f"|dIoU-pred| mean {self.iou_pred_abs_err_mean:.4f} max {self.iou_pred_abs_err_max:.4f}")
 
 
@@ -153,6 +154,7 @@ class Evaluator:
         q_decoder = q_decoder or self.fp_decoder
         dec = self.contract.decoder
         ious, cos, dpred, per_image = [], [], [], {}
+        err_sq, ref_sq = 0.0, 0.0
         for name in self.images:
             ref = self.reference(name)
             emb = q_encoder.run(None, {"image": ref.x})[0]
@@ -162,6 +164,9 @@ class Evaluator:
             for (iou_r, m_r), (iou_q, m_q) in zip(ref.outs, self._decode(q_decoder, emb, ref.hw)):
                 thr = dec.mask_threshold
                 img_ious.append(mask_iou(m_r[..., :h, :w] > thr, m_q[..., :h, :w] > thr).ravel())
+                d = m_q[..., :h, :w].astype(np.float64) - m_r[..., :h, :w]
+                err_sq += float((d * d).sum())
+                ref_sq += float((m_r[..., :h, :w].astype(np.float64) ** 2).sum())
                 dpred.append(np.abs(iou_r - iou_q).ravel())
             img_ious = np.concatenate(img_ious)
             ious.append(img_ious)
@@ -180,4 +185,5 @@ class Evaluator:
             masks=int(allv.size),
             images=len(self.images),
             per_image=per_image,
+            mask_logit_rel_err=float(np.sqrt(err_sq / max(ref_sq, 1e-30))),
         )

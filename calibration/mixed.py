@@ -3,7 +3,7 @@
 1. Sensitivity, "remove one at a time": starting from the all-INT8 graph, each layer in turn is left
    in float and the accuracy metric is measured through ONNX Runtime on a small sensitivity set
    (calibration images, not the held-out gate images). A layer's sensitivity is how much the score
-   (mean mask IoU minus embedding cosine deficit) improves when it alone stays float.
+   (mean mask IoU minus the mask logits' relative error) improves when it alone stays float.
 2. Layers are ranked by sensitivity; the k most sensitive stay float, with k found by doubling and
    then bisection on the held-out gate (O(log n) gate evaluations).
 """
@@ -16,8 +16,9 @@ from .evaluate import EvalResult, Gate
 
 
 def score(r: EvalResult) -> float:
-    """Higher is better: mean mask IoU, with the embedding's cosine deficit as a tie-breaker."""
-    return r.mean_iou - (1.0 - r.emb_cosine_mean)
+    """Higher is better: mean mask IoU minus the relative error of the mask logits (continuous, so
+    single layers whose effect on a few dozen thresholded masks is below one pixel still rank)."""
+    return r.mean_iou - r.mask_logit_rel_err
 
 
 def layer_sensitivity(layers: Sequence[str], build: Callable[[set[str]], Any], measure: Callable[[Any], EvalResult],

@@ -159,6 +159,8 @@ class _Run:
                 f"{self.model_dir} has no decoder graph: the accuracy gate needs it",
                 hint="re-export with --graphs encoder,decoder",
             )
+        self.cache_dir: Path | None = None  # set by _collect
+        self.cache_key = ""
         t = time.perf_counter()
         self.sam, self.source = load_reference(self.manifest, checkpoint, random_seed, trust_pickle)
         self.timings = {"load_model": time.perf_counter() - t}
@@ -205,10 +207,14 @@ def calibrate(
         say("note: random weights -- accuracy numbers measure INT8 perturbation of a random network, "
             "not task accuracy (see the report)")
 
-    calib_images = dict(images) if images else default_photographs()
-    calib_images = dict(list(calib_images.items())[: settings.num_images])
     held_out = dict(eval_images) if eval_images else held_out_photographs()
-    overlap = {image_sha256(v) for v in calib_images.values()} & {image_sha256(v) for v in held_out.values()}
+    held_sha = {image_sha256(v) for v in held_out.values()}
+    if images:
+        calib_images = dict(images)
+    else:  # the bundled sets share a photograph (skimage's "cat" is "chelsea"): keep the gate held out
+        calib_images = {k: v for k, v in default_photographs().items() if image_sha256(v) not in held_sha}
+    calib_images = dict(list(calib_images.items())[: settings.num_images])
+    overlap = {image_sha256(v) for v in calib_images.values()} & held_sha
     if overlap:
         raise InputError("the held-out (gate) images overlap with the calibration images",
                          hint="pass different --eval-images, or leave them at the default held-out photographs")
@@ -240,7 +246,13 @@ def calibrate(
     calls = {l.name: stats[l.name].calls for l in quant_layers}
     for role in settings.graphs:
         role_layers = [l for l in quant_layers if l.graph == role]
-        node_map.update(qdq.match_layers(fp_models[role], role_layers, calls))
+        # the encoder must map completely; the (factored) decoder uses some weights re-associated
+        node_map.update(qdq.match_layers(fp_models[role], role_layers, calls, strict=role == "encoder"))
+    unmapped = [l.name for l in quant_layers if l.name not in node_map]
+    if unmapped:
+        say(f"{len(unmapped)} decoder layer(s) have no ONNX node of their own and stay float")
+        kept = kept + unmapped
+        quant_layers = [l for l in quant_layers if l.name in node_map]
 
     # ---- scales per method ------------------------------------------------------------------------------------
     methods = list(METHODS) if compare_methods else [settings.method]
@@ -420,7 +432,7 @@ def _scales(run: _Run, method: str, layers, stats, image_info, cache_dir) -> dic
     out: dict[str, Any] = {}
     cache_file = None
     done: dict[str, Any] = {}
-    if method == "hessian" and getattr(run, "cache_dir", None) is not None:
+    if method == "hessian" and run.cache_dir is not None:
         key = hashlib.sha256(json.dumps([run.cache_key, [i["sha256"] for i in image_info], s.candidates, s.rounds,
                                          s.conv_output_quant, CACHE_VERSION]).encode()).hexdigest()[:16]
         cache_file = Path(run.cache_dir) / f"scales-{key}.json"
@@ -613,14 +625,14 @@ def _jsonable(x):
 
 
 def _table(result: CalibrationResult) -> str:
-    lines = ["| method | mean IoU | p5 IoU | min IoU | emb cosine | |dIoU-pred| mean | Hessian err | search s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | mean IoU | p5 IoU | min IoU | mask logit rel err | emb cosine | |dIoU-pred| mean | Hessian err | search s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m, r in result.methods.items():
         e = r.metrics
         if e is None:
             continue
         star = " (chosen)" if m == result.method else ""
-        lines.append(f"| {m}{star} | {e.mean_iou:.4f} | {e.p5_iou:.4f} | {e.min_iou:.4f} | {e.emb_cosine_mean:.5f} | "
+        lines.append(f"| {m}{star} | {e.mean_iou:.4f} | {e.p5_iou:.4f} | {e.min_iou:.4f} | {e.mask_logit_rel_err:.4f} | {e.emb_cosine_mean:.5f} | "
                      f"{e.iou_pred_abs_err_mean:.4f} | {r.hessian_err:.4g} | {r.seconds:.1f} |")
     return "\n".join(lines)
 

@@ -129,11 +129,14 @@ def weighted_nodes(model: onnx.ModelProto) -> list[WeightedNode]:
     return out
 
 
-def match_layers(model: onnx.ModelProto, layers: Iterable, calls: dict[str, int] | None = None) -> dict[str, list[str]]:
+def match_layers(model: onnx.ModelProto, layers: Iterable, calls: dict[str, int] | None = None,
+                 strict: bool = True) -> dict[str, list[str]]:
     """PyTorch layer name -> ONNX node names holding its weights (see the module docstring).
 
     ``layers`` are ``QuantLayer`` objects in call order; ``calls`` says how many nodes each layer
-    should match (a module called twice appears twice in the graph)."""
+    should match (a module called twice appears twice in the graph). With ``strict=False`` layers
+    without a node (their weights only enter the graph re-associated, e.g. the factored mask
+    decoder) are left out of the result instead of raising."""
     nodes = weighted_nodes(model)
     taken: set[str] = set()
     result: dict[str, list[str]] = {}
@@ -150,6 +153,8 @@ def match_layers(model: onnx.ModelProto, layers: Iterable, calls: dict[str, int]
             if float(np.abs(tw - w).max()) <= MATCH_RTOL * scale:
                 ok.append(n)
         want = (calls or {}).get(layer.name, 1)
+        if not strict and len(ok) < want:
+            continue
         if len(ok) < want:
             raise CalibrationError(
                 f"no ONNX node holds the weights of {layer.name} ({layer.kind}, weight {list(w.shape)}); "

@@ -7,7 +7,6 @@ temporary path or timestamp ends up in a file.
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +231,3 @@ def check_model_file(path: str | os.PathLike) -> None:
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Load an ONNX file with its external data."""
     return onnx.load(str(path), load_external_data=True)
-
-
-def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    return copy.deepcopy(model)

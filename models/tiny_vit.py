@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import LayerNorm2d
+
 __all__ = ["TinyViT", "LayerNorm2d"]
 
 
@@ -290,23 +292,6 @@ class BasicLayer(nn.Module):
         if self.downsample is not None:
             x = self.downsample(x)
         return x
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of an NCHW map (SAM's neck; eps 1e-6)."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        centered = x - mean
-        var = centered.pow(2).mean(1, keepdim=True)
-        x = centered / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class TinyViT(nn.Module):

@@ -7,6 +7,8 @@ Public API::
     pred.set_image(rgb)                                   # HxWx3 uint8
     masks, scores, low_res = pred.predict(point_coords=[[x, y]], point_labels=[1])
 
+* :class:`MaskGenerator` (``amg.py``) -- segment everything: SAM grid, TinySAM hierarchical, box prompts;
+  ``stream.py`` -- video/camera/RTSP streaming.
 * :class:`Predictor` (``predictor.py``) -- SamPredictor semantics, batched prompts, embedding reuse.
 * :func:`load_model` / :class:`GraphPair` / :class:`Backend` (``backends/``) -- encoder + decoder
   backends (ONNX Runtime, TensorRT) behind one interface, paired by their model contract.
@@ -14,8 +16,9 @@ Public API::
   ``overlay.py`` -- drawing; ``bench.py`` -- latency benchmark.
 """
 
+from .amg import MaskGenerator
 from .backends import Backend, BackendBase, GraphPair, load_model
 from .predictor import Predictor
 from .prompts import PromptLimits
 
-__all__ = ["Backend", "BackendBase", "GraphPair", "Predictor", "PromptLimits", "load_model"]
+__all__ = ["Backend", "BackendBase", "GraphPair", "MaskGenerator", "Predictor", "PromptLimits", "load_model"]

@@ -14,6 +14,10 @@ Three ways to place prompts, one record type out:
   image border within 20 px) are decoded as box prompts, one mask per box, up to 320 per decoder
   call. One record per box, in input order, no filtering.
 
+Batches are handed to ``Predictor.decode``, which splits them further if the Predictor's
+``max_batch`` (or a TensorRT profile's maximum) is smaller -- create the Predictor with
+``max_batch=320`` to decode 320 boxes per graph run.
+
 Records are dicts with SAM's keys (drop-in for code written against SamAutomaticMaskGenerator):
 ``segmentation`` (HxW bool or COCO RLE), ``area``, ``bbox`` (XYWH), ``predicted_iou``,
 ``point_coords``, ``stability_score``, ``crop_box`` (XYWH); box mode adds ``prompt_box`` (XYXY).
@@ -63,7 +67,7 @@ class GenerationStats:
     mode: str = ""
     image_hw: tuple[int, int] = (0, 0)
     prompts: int = 0  # decoder prompts issued (points or boxes)
-    decoder_calls: int = 0
+    decoder_calls: int = 0  # batches handed to the predictor (it may split them into smaller graph runs)
     encoder_calls: int = 0
     candidate_masks: int = 0  # decoder outputs looked at
     masks_after_filters: int = 0  # passed IoU / stability / crop-edge filters

@@ -125,6 +125,60 @@ def torch_fake_quant_forward(fn: Callable[[], Any], layers, scales: dict[str, An
                 l.module.weight.data = saved[l.name]
 
 
+def per_layer_agreement(qmodel, node_map: dict[str, list[str]], layers, scales: dict[str, Any],
+                        feeds: dict[str, np.ndarray]) -> dict[str, float]:
+    """Relative error, per quantized ONNX node, between ONNX Runtime's output of the node and the
+    PyTorch fake-quant computation of the same layer with the same scales on the *same* FP input
+    (ORT's). Comparing per layer isolates "ORT executes these scales" from the compounding of
+    rounding flips through a deep chain of quantizers."""
+    import onnx
+    import torch
+    import torch.nn.functional as F
+
+    from samdeploy.calibration import quant
+
+    m = onnx.ModelProto()
+    m.CopyFrom(qmodel)
+    nodes = {n.name: n for n in m.graph.node}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    wanted = {}
+    for l in layers:
+        for name in node_map.get(l.name, []):
+            node = nodes[name]
+            q_in = producer[producer[node.input[0]].input[0]]  # DQ <- Q <- FP input
+            wanted[name] = (l, q_in.input[0], node.output[0])
+    existing = {o.name for o in m.graph.output}
+    for _, x_name, y_name in wanted.values():
+        for t in (x_name, y_name):
+            if t not in existing:
+                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+                m.graph.output[-1].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+                existing.add(t)
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    outs = dict(zip(names, sess.run(None, feeds)))
+    errs = {}
+    with torch.no_grad():
+        for name, (l, x_name, y_name) in wanted.items():
+            sc = scales[l.name]
+            x = quant.fake_quant_act(torch.from_numpy(outs[x_name]), torch.tensor(np.float32(sc.act)))
+            s = torch.from_numpy(np.asarray(sc.weight, np.float32)).reshape(l.weight_channel_shape())
+            w = quant.fake_quant_weight(l.weight.detach().float(), s)
+            mod = l.module
+            if l.kind == "linear":
+                y = x @ w.t()  # ONNX MatMul output (the bias is a separate Add)
+            elif l.kind == "conv":
+                y = F.conv2d(x, w, mod.bias, mod.stride, mod.padding, mod.dilation, mod.groups)
+            else:
+                y = F.conv_transpose2d(x, w, mod.bias, mod.stride, mod.padding, mod.output_padding, mod.groups, mod.dilation)
+            errs[name] = rel_err(y.numpy(), outs[y_name])
+    return errs
+
+
 # ---- a tiny network with every layer kind ------------------------------------------------------------
 def _tiny_net():
     import torch
@@ -195,7 +249,7 @@ class MiniCalibration:
     stats: dict[str, Any]  # merged LayerStats per layer
     scales: dict[str, Any]  # Hessian LayerScales per layer
     encoder_onnx: Any
-    decoder_onnx: Any
+    decoder_onnx: Any  # Sam.decode_reference exported (the product exports the factored decoder)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -207,6 +261,23 @@ def mini_inputs(photos: dict[str, np.ndarray], names=("astronaut", "coffee")) ->
     return {n: preprocess_image(photos[n], pre) for n in names}
 
 
+class _ReferenceDecoder:
+    """Sam.decode_reference as an nn.Module: the plain mask decoder (ConvTranspose upscaling)."""
+
+    def __new__(cls, sam):
+        from torch import nn
+
+        class Dec(nn.Module):
+            def __init__(self, sam):
+                super().__init__()
+                self.sam = sam
+
+            def forward(self, *args):
+                return self.sam.decode_reference(*args)
+
+        return Dec(sam)
+
+
 @pytest.fixture(scope="session")
 def mini_calibration(photos) -> MiniCalibration:
     import torch
@@ -216,7 +287,7 @@ def mini_calibration(photos) -> MiniCalibration:
     from samdeploy.calibration import losses
     from samdeploy.calibration import prompts as P
     from samdeploy.calibration.search import hessian_search
-    from samdeploy.export.wrappers import DecoderGraph, EncoderGraph, decoder_example
+    from samdeploy.export.wrappers import EncoderGraph, decoder_example
 
     torch.set_num_threads(2)
     sam = mini_sam()
@@ -238,7 +309,7 @@ def mini_calibration(photos) -> MiniCalibration:
     scales = {l.name: hessian_search(l, stats[l.name], n_candidates=12, rounds=2) for l in ran}
     x0 = next(iter(inputs.values()))[0]
     enc = export_onnx(EncoderGraph(sam), (torch.from_numpy(x0),), ["image"], ["image_embeddings"])
-    dec = export_onnx(DecoderGraph(sam), decoder_example((256, MINI_SIZE // 16, MINI_SIZE // 16), 4 * (MINI_SIZE // 16)),
+    dec = export_onnx(_ReferenceDecoder(sam), decoder_example((256, MINI_SIZE // 16, MINI_SIZE // 16), 4 * (MINI_SIZE // 16)),
                       ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
                       ["iou_predictions", "low_res_masks"],
                       {"point_coords": {0: "b", 1: "n"}, "point_labels": {0: "b", 1: "n"}, "mask_input": {0: "b"},

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -78,7 +79,9 @@ def test_export_from_training_mode_model_fails(exported_model_dir, reference_mod
     """A peer bug: exporting while the model is in training mode (TinyViT's BatchNorms then use
     batch statistics). The exporter refuses it; here it is forced to show that check catches it."""
     broken = exported_model_dir("mobile_sam")
-    sam = reference_model("mobile_sam")
+    # a copy: a train-mode forward updates BatchNorm running stats, which would corrupt the
+    # session-cached reference model for every later test
+    sam = copy.deepcopy(reference_model("mobile_sam"))
     contract, _ = read_onnx_contract(str(broken / "encoder.onnx"))
     sam.train()
     try:

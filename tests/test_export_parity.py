@@ -14,6 +14,9 @@ from samdeploy.runtime.transforms import preprocess_image
 # One encoder forward per backend per variant (vit_b is the expensive one).
 VARIANTS = ["mobile_sam", "slimsam_77", pytest.param("vit_b", marks=pytest.mark.slow)]
 COMBOS = [(b, n, m) for b in (1, 5) for n in (1, 3, 8) for m in (False, True)]
+# The decoders of all variants are the same module with the same (key-seeded) weights: the full grid
+# runs on mobile_sam, the corners on the others (which differ in the embedding fed in).
+CORNERS = [(1, 1, False), (1, 8, True), (5, 3, False), (5, 8, True)]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def test_decoder_matches_pytorch(encoded, reference_model, variant):
     out, emb, _ = encoded(variant)
     sam = reference_model(variant)
     sess = ort_session(out / "decoder.onnx")
-    for b, n, with_mask in COMBOS:
+    for b, n, with_mask in COMBOS if variant == "mobile_sam" else CORNERS:
         rng = np.random.default_rng(1000 * b + 10 * n + with_mask)
         feeds = decoder_feeds(rng, emb, b, n, with_mask)
         iou, masks = sess.run(None, feeds)

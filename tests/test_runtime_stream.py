@@ -212,8 +212,14 @@ def test_real_model_frames_match_direct_predictor_calls(exported_model_dir, tmp_
 
 
 def test_bad_sources_and_prompts():
+    from samdeploy.runtime.stream import open_source
+
     with pytest.raises(MissingFileError):
         run_stream(None, "/nonexistent/video.mp4", StreamPrompts(points=[[1, 1]]))
+    with pytest.raises(InputError, match="camera 99"):  # no such camera: a typed error, no hang
+        open_source("99")
+    with pytest.raises(InputError, match="rtsp://127.0.0.1:1/x"):  # nothing listens on port 1
+        open_source("rtsp://127.0.0.1:1/x")
     with pytest.raises(InputError, match="no prompt"):
         StreamPrompts()
     with pytest.raises(InputError, match="x1 >= x0"):
