@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -103,6 +103,7 @@ class MethodResult:
     metrics: EvalResult | None = None
     hessian_err: float = 0.0  # sum over layers of the Hessian-weighted output error
     seconds: float = 0.0
+    cached_layers: int = 0  # layers whose search result came from the cache (restart)
 
 
 @dataclass
@@ -230,7 +231,14 @@ def calibrate(
     ran = [by_name[n] for n in order]
     for i, l in enumerate(ran):
         l.order = i
-    grad_rms = C.check_gradients(per_image, order) if need_grad else {}
+    grad_rms: dict[str, float] = {}
+    if need_grad:
+        # decoder layers that never reach the mask/IoU outputs (dead branches) simply stay float
+        dead = [n for n in order if by_name[n].graph == "decoder" and sum(im.layers[n].g_sq for im in per_image) == 0.0]
+        if dead:
+            say(f"{len(dead)} decoder layer(s) do not influence the outputs and stay float")
+            ran = [l for l in ran if l.name not in dead]
+        grad_rms = C.check_gradients(per_image, [l.name for l in ran])
 
     quant_layers, kept = _select_layers(ran, stats, settings, len_prompts=max(settings.prompts_per_image, 1))
     say(f"{len(quant_layers)} layers to quantize ({len(kept)} kept in float by rule/--exclude)")
@@ -265,7 +273,8 @@ def calibrate(
         for m in methods:
             t0 = time.perf_counter()
             scales = _scales(run, m, quant_layers, stats, image_info, cache_dir)
-            results[m] = MethodResult(m, scales, seconds=time.perf_counter() - t0)
+            cached = sum(1 for sc in scales.values() if sc.info.get("cached"))
+            results[m] = MethodResult(m, scales, seconds=time.perf_counter() - t0, cached_layers=cached)
         run.timings["search"] = sum(r.seconds for r in results.values())
 
         # ---- gate -------------------------------------------------------------------------------------------
@@ -279,8 +288,13 @@ def calibrate(
             for role in settings.graphs:
                 ns = {n: method_scales[l.name] for l in quant_layers if l.graph == role and l.name not in excluded
                       for n in node_map[l.name]}
-                out[role] = qdq.quantize_model(fp_models[role], ns)
+                if ns or role == "encoder":  # a graph without quantized layers stays the FP32 file
+                    out[role] = qdq.quantize_model(fp_models[role], ns)
             return out
+
+        if "decoder" in settings.graphs and not any(l.graph == "decoder" for l in quant_layers):
+            say("decoder: no layer left to quantize (token-side layers are GEMV-like and the exported decoder "
+                "does its image-side work in low-rank form); it stays FP32")
 
         def measure(models: Mapping[str, onnx.ModelProto], ev: Evaluator = evaluator) -> EvalResult:
             enc = ort_session((models["encoder"]), threads, workdir=workdir)
@@ -340,7 +354,7 @@ def calibrate(
         result.report = _report_md(run, result, doc)
         if problems:
             raise GateFailedError(
-                "INT8 accuracy gate failed (" + "; ".join(problems) + "); nothing was written.\n" + _table(result),
+                "INT8 accuracy gate failed (" + "; ".join(problems) + "); nothing was written.\n" + results_table(result),
                 hint="try --auto-mixed-precision (keeps the most sensitive layers in float), more/other "
                 "--images, or relax --gate-mean-iou/--gate-p5-iou if the use case allows",
             )
@@ -448,7 +462,7 @@ def _scales(run: _Run, method: str, layers, stats, image_info, cache_dir) -> dic
             if l.name in done:
                 d = done[l.name]
                 out[l.name] = LayerScales(l.name, np.asarray(d["w"], np.float32), np.float32(d["a"]),
-                                          None if d["o"] is None else np.float32(d["o"]), "hessian", d["info"])
+                                          None if d["o"] is None else np.float32(d["o"]), "hessian", {**d["info"], "cached": True})
                 continue
             sc = hessian_search(l, stats[l.name], s.candidates, s.rounds, output_quant=oq)
             out[l.name] = sc
@@ -571,7 +585,7 @@ def _calibration_json(run: _Run, result: CalibrationResult, layers, stats, node_
             "kind": l.kind,
             "onnx_nodes": node_map[l.name],
             "quantized": l.name not in excluded,
-            "weight_axis_torch": l.onnx_axis,
+            "channel_axis_of_torch_weight": l.onnx_axis,
             **sc.to_json(),
             "act_absmax": float(stats[l.name].act_absmax),
             "out_absmax": float(stats[l.name].out_absmax),
@@ -624,7 +638,7 @@ def _jsonable(x):
     return x
 
 
-def _table(result: CalibrationResult) -> str:
+def results_table(result: CalibrationResult) -> str:
     lines = ["| method | mean IoU | p5 IoU | min IoU | mask logit rel err | emb cosine | |dIoU-pred| mean | Hessian err | search s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for m, r in result.methods.items():
@@ -632,8 +646,9 @@ def _table(result: CalibrationResult) -> str:
         if e is None:
             continue
         star = " (chosen)" if m == result.method else ""
+        secs = f"{r.seconds:.1f}" + (f" ({r.cached_layers} layers cached)" if r.cached_layers else "")
         lines.append(f"| {m}{star} | {e.mean_iou:.4f} | {e.p5_iou:.4f} | {e.min_iou:.4f} | {e.mask_logit_rel_err:.4f} | {e.emb_cosine_mean:.5f} | "
-                     f"{e.iou_pred_abs_err_mean:.4f} | {r.hessian_err:.4g} | {r.seconds:.1f} |")
+                     f"{e.iou_pred_abs_err_mean:.4f} | {r.hessian_err:.4g} | {secs} |")
     return "\n".join(lines)
 
 
@@ -654,11 +669,11 @@ def _report_md(run: _Run, result: CalibrationResult, doc: dict) -> str:
         + ("**PASSED**" if not result.gate_problems else "**FAILED**: " + "; ".join(result.gate_problems)),
         f"- quantized layers: {len(result.layers)}; kept in float: {len(result.kept_float)}"
         + (f" ({', '.join(result.kept_float[:8])}{' ...' if len(result.kept_float) > 8 else ''})" if result.kept_float else ""),
-        f"- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()) + f"; peak RSS {result.peak_rss_mb:.0f} MB",
+        "- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()) + f"; peak RSS {result.peak_rss_mb:.0f} MB",
         "",
         "## FP32 vs INT8 (ONNX Runtime, held-out images)",
         "",
-        _table(result),
+        results_table(result),
         "",
         "Mask IoU: thresholded low-res masks (all mask tokens the contract uses) of the FP32 decoder on the FP32 "
         "embedding vs the decoder on the INT8 embedding. Hessian err: sum over layers of the Hessian-weighted output "

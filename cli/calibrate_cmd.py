@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         say(f"time {time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
-    from ..calibration.pipeline import _table
+    from ..calibration.pipeline import results_table
 
-    print(_table(result))
+    print(results_table(result))
     if result.mixed:
         from ..calibration.mixed import summarize
 

@@ -15,7 +15,7 @@ from samdeploy.calibration import losses, qdq, quant
 from samdeploy.calibration import prompts as P
 from samdeploy.calibration.baselines import baseline_scales
 from samdeploy.calibration.errors import CalibrationError
-from samdeploy.calibration.search import LayerScales, _q, hessian_error, hessian_search
+from samdeploy.calibration.search import LayerScales, _q, hessian_error
 
 
 def test_task_loss_gradient_is_nonzero_for_every_layer(mini_calibration):

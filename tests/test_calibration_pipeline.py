@@ -19,7 +19,6 @@ from samdeploy.calibration.pipeline import CalibrationSettings, calibrate
 from samdeploy.calibration.search import LayerScales
 from samdeploy.cli.main import main as cli_main
 from samdeploy.contract import read_onnx_contract
-from samdeploy.errors import GateFailedError
 
 FAST = ["--method", "minmax", "--num-images", "2", "--tokens-per-image", "32", "--prompts-per-image", "2", "--no-progress"]
 
