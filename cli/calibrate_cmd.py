@@ -14,14 +14,13 @@ import argparse
 HELP = "INT8 post-training quantization (Hessian-guided scale search) to QDQ ONNX + report"
 
 
+from ._args import add_reference_model_arguments
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", required=True, metavar="DIR", help="export directory (encoder.onnx, decoder.onnx, manifest.json)")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: MODEL_DIR/int8)")
-    ref = p.add_argument_group("PyTorch model (default: what the export's manifest recorded)")
-    ref.add_argument("--checkpoint", metavar="PATH", help="the checkpoint the graphs were exported from")
-    ref.add_argument("--trust-pickle", action="store_true", help="allow pickled-object checkpoints (only files you trust)")
-    ref.add_argument("--random-weights", action="store_true", help="seeded random weights (with --seed)")
-    ref.add_argument("--seed", type=int, default=None, help="seed of --random-weights (default: the manifest's)")
+    add_reference_model_arguments(p)
     data = p.add_argument_group("data")
     data.add_argument("--images", nargs="+", metavar="PATH",
                       help="calibration image files and/or folders, any size (default: bundled photographs)")

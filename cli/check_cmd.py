@@ -7,15 +7,14 @@ import argparse
 HELP = "parity of exported ONNX vs the PyTorch model on real photographs; exit 1 on failure"
 
 
+from ._args import add_reference_model_arguments
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..check.thresholds import THRESHOLDS
 
     p.add_argument("dir", metavar="DIR", help="export directory (with manifest.json)")
-    ref = p.add_argument_group("PyTorch reference (default: what the manifest recorded)")
-    ref.add_argument("--checkpoint", metavar="PATH", help="the checkpoint the graphs were exported from")
-    ref.add_argument("--trust-pickle", action="store_true", help="allow pickled-object checkpoints (only files you trust)")
-    ref.add_argument("--random-weights", action="store_true", help="seeded random weights (with --seed)")
-    ref.add_argument("--seed", type=int, default=None, help="seed of --random-weights (default: the manifest's)")
+    add_reference_model_arguments(p)
     data = p.add_argument_group("data")
     data.add_argument("--images", nargs="+", metavar="PATH",
                       help="image files and/or folders (default: the bundled sample photographs)")

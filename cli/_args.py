@@ -1,0 +1,14 @@
+"""Argument groups shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_reference_model_arguments(p: argparse.ArgumentParser) -> None:
+    """How to rebuild the PyTorch model an export came from (check, calibrate)."""
+    ref = p.add_argument_group("PyTorch model (default: what the export's manifest recorded)")
+    ref.add_argument("--checkpoint", metavar="PATH", help="the checkpoint the graphs were exported from")
+    ref.add_argument("--trust-pickle", action="store_true", help="allow pickled-object checkpoints (only files you trust)")
+    ref.add_argument("--random-weights", action="store_true", help="seeded random weights (with --seed)")
+    ref.add_argument("--seed", type=int, default=None, help="seed of --random-weights (default: the manifest's)")
