@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "INT8 post-training quantization (Hessian-guided scale search) to QDQ ONNX + report"
-
-
 from ._args import add_reference_model_arguments
+
+HELP = "INT8 post-training quantization (Hessian-guided scale search) to QDQ ONNX + report"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

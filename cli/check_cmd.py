@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "parity of exported ONNX vs the PyTorch model on real photographs; exit 1 on failure"
-
-
 from ._args import add_reference_model_arguments
+
+HELP = "parity of exported ONNX vs the PyTorch model on real photographs; exit 1 on failure"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
