@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from .mask_decoder import MaskDecoder
@@ -58,29 +58,16 @@ def _tokens_to_image(attn: Attention, q_tokens: Tensor, k_img: Tensor, v_img: Te
     return attn.out_proj(out.transpose(1, 2).flatten(2))
 
 
-def _tokens_to_image_projected(attn: Attention, q_tokens: Tensor, k_proj: Tensor, v_proj: Tensor) -> Tensor:
-    """Tokens attend to image tokens whose k/v projections [B|1, HW, h*d] are already computed."""
-    h, d = attn.num_heads, attn.head_dim
-    q = _split_heads(attn.q_proj(q_tokens), h)  # [B,h,T,d]
-    scores = (q @ _split_heads(k_proj, h).transpose(-2, -1)) / math.sqrt(d)  # [B,h,T,HW]
-    out = torch.softmax(scores, dim=-1) @ _split_heads(v_proj, h)  # [B,h,T,d]
-    return attn.out_proj(out.transpose(1, 2).flatten(2))
-
-
-def _image_to_tokens(attn: Attention, q_img: Tensor | None, k_tokens: Tensor, v_tokens: Tensor, q_proj: Tensor | None = None) -> Tensor:
-    """Image tokens attend to prompt tokens. Pass either un-projected ``q_img`` [B,HW,C] or its
-    projection ``q_proj`` [B|1,HW,h*d]. Returns the attention output after out_proj: [B,HW,C]."""
+def _image_to_tokens(attn: Attention, q_img: Tensor, k_tokens: Tensor, v_tokens: Tensor) -> Tensor:
+    """Image tokens [B,HW,C] (un-projected) attend to prompt tokens; returns the attention output
+    after out_proj [B,HW,C] without ever projecting the HW image tokens."""
     h, d = attn.num_heads, attn.head_dim
     k = _split_heads(attn.k_proj(k_tokens), h)  # [B,h,T,d]
     v = _split_heads(attn.v_proj(v_tokens), h)  # [B,h,T,d]
-    if q_proj is not None:
-        scores = _split_heads(q_proj, h) @ k.transpose(-2, -1)  # [B,h,HW,T]
-        scores = scores.transpose(1, 2).flatten(2)  # [B,HW,hT]
-    else:
-        wq = attn.q_proj.weight.unflatten(0, (h, d))  # [h,d,C]
-        m = (wq.transpose(1, 2) @ k.transpose(-2, -1)).permute(0, 2, 1, 3).flatten(2)  # [B,C,hT]
-        bias = (attn.q_proj.bias.reshape(h, 1, d) @ k.transpose(-2, -1)).transpose(1, 2).flatten(2)  # [B,1,hT]
-        scores = q_img @ m + bias  # [B,HW,hT]
+    wq = attn.q_proj.weight.unflatten(0, (h, d))  # [h,d,C]
+    m = (wq.transpose(1, 2) @ k.transpose(-2, -1)).permute(0, 2, 1, 3).flatten(2)  # [B,C,hT]
+    bias = (attn.q_proj.bias.reshape(h, 1, d) @ k.transpose(-2, -1)).transpose(1, 2).flatten(2)  # [B,1,hT]
+    scores = q_img @ m + bias  # [B,HW,hT]
     probs = torch.softmax((scores / math.sqrt(d)).unflatten(-1, (h, -1)), dim=-1).flatten(2)  # [B,HW,hT]
     wo = attn.out_proj.weight.unflatten(1, (h, d)).permute(1, 2, 0)  # [h,d,C]
     # Each head's probabilities sum to 1, so adding bias/h to every row of v@W_o adds the bias once.
