@@ -69,12 +69,23 @@ class EvalResult:
 
 # ---- sessions ----------------------------------------------------------------------------------------
 def ort_session(model: str | os.PathLike | onnx.ModelProto, threads: int = 0, optimization: str = "all",
-                disabled_optimizers: tuple[str, ...] = (), workdir: str | None = None, profile_prefix: str | None = None):
-    """An ONNX Runtime CPU session from a file or an in-memory ModelProto (default session options,
-    as a user's runtime would open it)."""
+                disabled_optimizers: tuple[str, ...] = (), workdir: str | None = None, profile_prefix: str | None = None,
+                int8_lowering: bool = True):
+    """An ONNX Runtime CPU session from a file or an in-memory ModelProto, opened the way the
+    runtime's ORT backend opens it (default session options; INT8 QDQ Linear layers lowered with
+    their bias, see ``runtime.backends.ort_lowering``)."""
     import onnxruntime as ort
 
-    path = _temp_model_path(model, workdir) if isinstance(model, onnx.ModelProto) else str(model)
+    from ..runtime.backends.ort_lowering import is_qdq_graph, lower_file_for_cpu, lower_for_cpu
+
+    source: str | bytes
+    if isinstance(model, onnx.ModelProto):
+        if int8_lowering and is_qdq_graph(model):
+            model = lower_for_cpu(model)[0]
+        source = _temp_model_path(model, workdir)
+    else:
+        lowered = lower_file_for_cpu(str(model)) if int8_lowering else None
+        source = lowered[0] if lowered is not None else str(model)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
@@ -89,7 +100,7 @@ def ort_session(model: str | os.PathLike | onnx.ModelProto, threads: int = 0, op
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
     kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"], **kwargs)
+    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], **kwargs)
 
 
 def _temp_model_path(model: onnx.ModelProto, workdir: str | None) -> str:

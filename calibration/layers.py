@@ -93,6 +93,24 @@ class QuantLayer:
             return w.transpose(0, 1).reshape(w.shape[1], -1).amax(1)
         return w.reshape(w.shape[0], -1).amax(1)
 
+    @property
+    def macs_per_activation(self) -> float:
+        """Multiply-adds per activation element read or written: per output position a Conv reads
+        Cin x stride^2 new inputs and writes Cout outputs for Cout x Cin/groups x kh x kw MACs.
+        High values are compute-bound (INT8 pays off even with extra passes over the data)."""
+        w = self.weight
+        if self.kind == "linear":
+            n_out, n_in = w.shape
+            return n_out * n_in / (n_out + n_in)
+        if self.kind == "conv_transpose":
+            cin, cout_g = int(w.shape[0]), int(w.shape[1])
+            taps = int(w.shape[2] * w.shape[3])
+            return cin * cout_g * self.groups * taps / (cin + cout_g * self.groups * taps)
+        cout = int(w.shape[0])
+        stride = getattr(self.module, "stride", (1, 1))
+        cin = int(w.shape[1]) * self.groups
+        return cout * int(w[0].numel()) / (cout + cin * int(stride[0]) * int(stride[1]))
+
     def weight_channel_shape(self) -> list[int]:
         """Shape that broadcasts a [C] scale vector against the torch weight."""
         shape = [1] * self.weight.ndim

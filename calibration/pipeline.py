@@ -35,12 +35,35 @@ from .errors import CalibrationError
 from .evaluate import EvalResult, Evaluator, Gate, ort_session
 
 METHODS = ("hessian", "minmax", "percentile", "entropy")
-#: What each deployment target quantizes. ONNX Runtime's CPU provider only runs a QDQ Conv in INT8
-#: (QLinearConv) when the Conv *output* is quantized too, and an output Q in front of the exported
-#: erf-GELU breaks ORT's GELU fusion; a QDQ Conv without it runs in FP32 *behind* extra Q/DQ work
-#: (slower and less accurate than leaving it alone). So for ORT CPU only Linear layers are quantized
-#: (MatMulIntegerToFloat). TensorRT fuses Q/DQ into INT8 kernels for every weighted op.
-TARGETS = {"tensorrt": ("linear", "conv", "conv_transpose"), "ort-cpu": ("linear",)}
+#: What each deployment target quantizes. TensorRT fuses Q/DQ into INT8 kernels for every weighted op
+#: with only its *inputs* quantized. ONNX Runtime's CPU provider runs Linear layers as
+#: MatMulIntegerToFloat (float output), but a Conv only in INT8 as QLinearConv, i.e. with its
+#: *output* quantized too, and the float GELU/LayerNorm after it then needs a DequantizeLinear pass
+#: over that output, a Q pass over its input and (QLinearConv runs NHWC) two transposes. Measured on
+#: one thread (MobileSAM encoder, ORT 1.31): the neck's 3x3 256->256 conv goes from 31 to 6 ms, but
+#: the stride-2 3x3 32->64 patch-embedding conv (15.7 ms float -> 5.5 ms + ~10 ms of Q/DQ/transposes)
+#: and the 1x1 convs of the MBConv stage (14 ms -> 4.5 ms + 21 ms) lose. The break-even is near 100
+#: multiply-adds per activation element read or written (``QuantLayer.macs_per_activation``; those
+#: three have 1152, 96 and 51), so "ort-cpu" quantizes Linear layers plus the Convs above
+#: ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION, with their outputs quantized.
+TARGETS = {"tensorrt": ("linear", "conv", "conv_transpose"), "ort-cpu": ("linear", "conv")}
+ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION = 200
+
+
+def target_quantizes(layer, target: str) -> bool:
+    """Does ``target`` run ``layer`` in INT8 (see TARGETS)?"""
+    if layer.kind not in TARGETS[target]:
+        return False
+    if target == "ort-cpu" and layer.kind == "conv":
+        return layer.macs_per_activation >= ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION
+    return True
+
+
+def output_quantized(layer, settings: "CalibrationSettings") -> bool:
+    """Does the layer's output get its own Q/DQ (ORT CPU QLinearConv, or --conv-output-quant)?"""
+    return layer.kind == "conv" and (settings.conv_output_quant or settings.target == "ort-cpu")
+
+
 GRAPH_FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
 CALIBRATION_JSON = "calibration.json"
 REPORT_MD = "calibration_report.md"
@@ -421,7 +444,7 @@ def _select_layers(ran, stats, s: CalibrationSettings, len_prompts: int):
     keep_float = []
     out = []
     for l in ran:
-        if any(fnmatch.fnmatchcase(l.name, pat) for pat in s.exclude) or l.kind not in TARGETS[s.target]:
+        if any(fnmatch.fnmatchcase(l.name, pat) for pat in s.exclude) or not target_quantizes(l, s.target):
             keep_float.append(l.name)
             continue
         if l.graph == "decoder":
@@ -448,7 +471,7 @@ def _scales(run: _Run, method: str, layers, stats, image_info, cache_dir) -> dic
     done: dict[str, Any] = {}
     if method == "hessian" and run.cache_dir is not None:
         key = hashlib.sha256(json.dumps([run.cache_key, [i["sha256"] for i in image_info], s.candidates, s.rounds,
-                                         s.conv_output_quant, CACHE_VERSION]).encode()).hexdigest()[:16]
+                                         CACHE_VERSION]).encode()).hexdigest()[:16]
         cache_file = Path(run.cache_dir) / f"scales-{key}.json"
         if cache_file.exists():
             try:
@@ -457,10 +480,10 @@ def _scales(run: _Run, method: str, layers, stats, image_info, cache_dir) -> dic
                 done = {}
     bar = tqdm(layers, desc=f"{method} scales", unit="layer", disable=not run.progress or method != "hessian")
     for l in bar:
-        oq = s.conv_output_quant and l.kind == "conv"
+        oq = output_quantized(l, s)
         if method == "hessian":
-            if l.name in done:
-                d = done[l.name]
+            d = done.get(l.name)
+            if d is not None and (d["o"] is not None) == oq:  # same layer, same output quantization
                 out[l.name] = LayerScales(l.name, np.asarray(d["w"], np.float32), np.float32(d["a"]),
                                           None if d["o"] is None else np.float32(d["o"]), "hessian", {**d["info"], "cached": True})
                 continue
@@ -606,9 +629,11 @@ def _calibration_json(run: _Run, result: CalibrationResult, layers, stats, node_
             "weights": "int8 symmetric per output channel, narrow range [-127, 127], zero point 0",
             "activations": "int8 symmetric per tensor [-128, 127], zero point 0",
             "target": run.settings.target,
-            "placement": "inputs of " + ("Conv/ConvTranspose/MatMul/Gemm" if run.settings.target == "tensorrt" else "MatMul/Gemm")
+            "placement": "inputs of " + ("Conv/ConvTranspose/MatMul/Gemm" if run.settings.target == "tensorrt"
+                                         else "MatMul/Gemm and of Convs with >= "
+                                         f"{ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION} MACs per activation element")
             + " (dedicated Q/DQ per consumer)"
-            + (", Conv outputs" if run.settings.conv_output_quant else ""),
+            + (", Conv outputs" if run.settings.conv_output_quant or run.settings.target == "ort-cpu" else ""),
         },
         "layers": lay,
         "kept_float": result.kept_float,

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep layers matching this fnmatch pattern in float (repeatable), e.g. 'image_encoder.neck.*'")
     q.add_argument("--target", choices=("tensorrt", "ort-cpu"), default="tensorrt",
                    help="tensorrt (default): quantize every Conv/Linear (TensorRT fuses Q/DQ into INT8 kernels); "
-                   "ort-cpu: Linear layers only (ONNX Runtime CPU runs QDQ Conv in FP32, so quantizing it only costs)")
+                   "ort-cpu: Linear layers, plus compute-bound Convs with their outputs quantized too "
+                   "(ONNX Runtime CPU runs a QDQ Conv in INT8 only that way, and it pays off only for heavy convs)")
     q.add_argument("--conv-output-quant", action="store_true",
                    help="also quantize Conv outputs (lets ONNX Runtime CPU run Conv as QLinearConv)")
     q.add_argument("--auto-mixed-precision", action="store_true",
@@ -94,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     def say(s: str) -> None:
         print(f"samdeploy calibrate: {s}", flush=True)
+
+    if settings.target == "tensorrt":
+        say("target tensorrt: every Conv/Linear input is quantized for TensorRT; ONNX Runtime CPU runs such "
+            "a file slower than FP32 -- for CPU deployment calibrate with --target ort-cpu")
 
     try:
         result = calibrate(

@@ -40,15 +40,13 @@ def extra_photographs() -> dict[str, np.ndarray]:
     """Bundled photographs beyond the default set, so calibration gets TinySAM's 8 images offline."""
     from samdeploy.images import default_photographs
 
-    return default_photographs(("camera", "coins"))
+    return default_photographs(("clock",))
 
 
 def held_out() -> dict[str, np.ndarray]:
-    from samdeploy.images import default_photographs, held_out_photographs
+    from samdeploy.images import held_out_photographs
 
-    out = held_out_photographs()
-    out.update(default_photographs(("clock",)))
-    return out
+    return held_out_photographs()
 
 
 def calibration_images(n: int) -> dict[str, np.ndarray]:
@@ -75,14 +73,18 @@ def latency(sessions: dict[str, object], x: np.ndarray, runs: int) -> dict[str, 
 
 
 def fused_ops(path: str) -> dict[str, int]:
+    """Kernels in ORT's optimized graph, after samdeploy's CPU lowering (as the runtime opens it)."""
     import onnx
     import onnxruntime as ort
 
+    from samdeploy.runtime.backends.ort_lowering import lower_file_for_cpu
+
+    lowered = lower_file_for_cpu(path)
     with tempfile.TemporaryDirectory() as d:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.optimized_model_filepath = os.path.join(d, "opt.onnx")
-        ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(lowered[0] if lowered else path, so, providers=["CPUExecutionProvider"])
         ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
     keys = ("MatMulIntegerToFloat", "QLinearConv", "QLinearMatMul", "QGemm", "Gemm", "FusedMatMul", "MatMul",
             "Conv", "FusedConv", "QuantizeLinear", "DequantizeLinear", "Gelu", "BiasGelu", "Add")

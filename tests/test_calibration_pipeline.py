@@ -142,3 +142,39 @@ def test_deliberately_bad_scale_fails_the_gate(cli_run, export_dir, photos):
     assert gate.check(r_good) == []
     assert gate.check(r_bad), (r_good.line(), r_bad.line())
     assert r_bad.emb_cosine_mean < r_good.emb_cosine_mean
+
+
+def test_ort_cpu_target_quantizes_linear_layers_and_compute_bound_convs(cli_run, export_dir, tmp_path):
+    """--target ort-cpu: every Linear layer, plus the Convs above the compute-bound threshold with their
+    outputs quantized; opened like the runtime opens it, ORT runs them as MatMulIntegerToFloat (bias
+    folded) and QLinearConv."""
+    from fixtures_calibration import ort_optimized_ops
+
+    from samdeploy.calibration import layers as L
+    from samdeploy.calibration.pipeline import ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION
+    from samdeploy.runtime.backends.ort_lowering import lower_file_for_cpu
+
+    from samdeploy.models.build import random_model
+
+    s = CalibrationSettings(method="minmax", num_images=2, tokens_per_image=32, prompts_per_image=2, gate=Gate(0, 0),
+                            eval_grid=2, eval_boxes=1, target="ort-cpu")
+    out = tmp_path / "int8-ort"
+    r = calibrate(export_dir, out, s, cache_dir=cli_run[2], progress=False)
+    doc = json.loads((out / "calibration.json").read_text())
+    layers = {l.name: l for l in L.find_layers(L.prepare_model(random_model("mobile_sam", 0)), ("encoder",))}
+    ran = set(doc["layers"])  # every encoder layer that ran (TinyViT's classifier head does not)
+    heavy = {n for n in ran if layers[n].kind == "conv" and layers[n].macs_per_activation >= ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION}
+    linear = {n for n in ran if layers[n].kind == "linear"}
+    assert heavy == {"image_encoder.neck.2"}  # 3x3 256->256; the stride-2 patch-embedding conv is below it
+    assert len(linear) == 40 and set(r.layers) == linear | heavy
+    model = onnx.load(str(out / "encoder.int8.onnx"))
+    info = qdq.inspect_qdq(model)
+    neck = doc["layers"]["image_encoder.neck.2"]
+    assert info[neck["onnx_nodes"][0]].output_scale == np.float32(neck["output_scale"])
+    assert all(info[doc["layers"][n]["onnx_nodes"][0]].output_scale is None for n in linear)
+    assert qdq.zero_point_problems(model) == []  # the file itself stays portable symmetric int8 QDQ
+    lowered, report = lower_file_for_cpu(str(out / "encoder.int8.onnx"))
+    assert report.lowered == report.with_bias == len(linear)
+    ops = ort_optimized_ops(onnx.load_from_string(lowered))
+    assert ops.count("MatMulIntegerToFloat") == len(linear) and ops.count("QLinearConv") == 1
+    assert "Gemm" not in ops

@@ -15,6 +15,7 @@ import numpy as np
 from ...contract import ModelContract, read_onnx_contract
 from ...errors import BackendUnavailableError, InputError, MissingFileError
 from .base import BackendBase
+from .ort_lowering import lower_file_for_cpu
 
 NAME = "onnxruntime"
 
@@ -97,6 +98,7 @@ class OrtBackend(BackendBase):
         profile: bool = False,
         profile_prefix: Optional[str] = None,
         provider_options: Optional[Sequence[Mapping[str, Any]]] = None,
+        int8_lowering: bool = True,
     ) -> None:
         ort = _ort()
         if not os.path.exists(path):
@@ -124,9 +126,16 @@ class OrtBackend(BackendBase):
             so.enable_profiling = True
             if profile_prefix:
                 so.profile_file_prefix = profile_prefix
+        # INT8 QDQ graphs on the CPU provider: fold Linear biases into the integer GEMM (ort_lowering)
+        source: str | bytes = str(path)
+        self.lowering = None
+        if int8_lowering and prov[0] == "CPUExecutionProvider":
+            lowered = lower_file_for_cpu(str(path))
+            if lowered is not None:
+                source, self.lowering = lowered
         try:
             sess = ort.InferenceSession(
-                str(path), sess_options=so, providers=prov,
+                source, sess_options=so, providers=prov,
                 provider_options=list(provider_options) if provider_options else None,
             )
         except Exception as exc:
@@ -174,6 +183,10 @@ class OrtBackend(BackendBase):
             "device": ort.get_device(),
             "threads": so.intra_op_num_threads or "default",
             "inputs": {i.name: i.shape for i in self.session.get_inputs()},
+            "int8_lowering": (
+                f"{self.lowering.lowered} QDQ MatMuls -> MatMulIntegerToFloat ({self.lowering.with_bias} with bias)"
+                if self.lowering else "none"
+            ),
         }
 
     def end_profiling(self) -> Optional[str]:
