@@ -102,12 +102,13 @@ def profile(path: str, x: np.ndarray, runs: int = 3) -> dict[str, float]:
         f = s.end_profiling()
         events = json.load(open(f))
     per: dict[str, list[float]] = collections.defaultdict(list)
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per[e["args"]["op_name"]].append(e["dur"] / 1000.0)
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                   key=lambda e: e["ts"])
+    for e in nodes:
+        per[e["args"]["op_name"]].append(e["dur"] / 1000.0)
     n_nodes = {k: len(v) // (runs + 1) for k, v in per.items()}
-    # drop the warm-up run
-    return {k: float(sum(sorted(v)[: n_nodes[k] * runs]) / runs) if n_nodes[k] else 0.0 for k, v in per.items()}
+    # every run executes the same nodes in the same order: the first n_nodes events are the warm-up run's
+    return {k: float(sum(v[n_nodes[k]:]) / runs) if n_nodes[k] else 0.0 for k, v in per.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
