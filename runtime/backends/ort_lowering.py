@@ -43,12 +43,8 @@ def _is_zero_int8(arr: np.ndarray | None) -> bool:
     return arr is not None and arr.dtype == np.int8 and not np.any(arr)
 
 
-def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringReport]:
-    """A copy of ``model`` with every symmetric-INT8 QDQ MatMul (constant per-column weight) replaced
-    by ``MatMulIntegerToFloat`` with its bias folded in. Other nodes are untouched."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
+def _index(g: onnx.GraphProto):
+    """(initializers, producer, consumers, graph output names) of a graph."""
     inits = {t.name: t for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output if o}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -56,13 +52,33 @@ def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringRepo
         for i in n.input:
             if i:
                 consumers.setdefault(i, []).append(n)
-    graph_outputs = {o.name for o in g.output}
+    return inits, producer, consumers, {o.name for o in g.output}
+
+
+_U8_ZP = "samdeploy/ort_lowering/u8_zero_point_128"
+
+
+def _u8_zero_point(g: onnx.GraphProto, inits: dict[str, onnx.TensorProto]) -> str:
+    """Name of a shared uint8 128 initializer (added on first use)."""
+    if _U8_ZP not in inits:
+        t = numpy_helper.from_array(np.array(128, dtype=np.uint8), _U8_ZP)
+        inits[_U8_ZP] = t
+        g.initializer.append(t)
+    return _U8_ZP
+
+
+def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringReport]:
+    """A copy of ``model`` with every symmetric-INT8 QDQ MatMul (constant per-column weight) replaced
+    by ``MatMulIntegerToFloat`` with its bias folded in. Other nodes are untouched."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inits, producer, consumers, graph_outputs = _index(g)
 
     remove: set[int] = set()  # id() of replaced nodes
     replace: dict[int, list[onnx.NodeProto]] = {}  # id(MatMul) -> new nodes
     new_inits: list[onnx.TensorProto] = []
     lowered = with_bias = skipped = 0
-    u8_zp = "samdeploy/ort_lowering/u8_zero_point_128"
 
     for node in g.node:
         if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
@@ -103,10 +119,7 @@ def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringRepo
                     inits[bias_name] = t
                     new_inits.append(t)
                 add, out = cand, cand.output[0]
-        if u8_zp not in inits:
-            t = numpy_helper.from_array(np.array(128, dtype=np.uint8), u8_zp)
-            inits[u8_zp] = t
-            new_inits.append(t)
+        u8_zp = _u8_zero_point(g, inits)
         q_u8 = f"{a_q.output[0]}/u8"
         new_q = helper.make_node("QuantizeLinear", [a_q.input[0], a_q.input[1], u8_zp], [q_u8], name=f"{a_q.name}/u8")
         inputs = [q_u8, w_dq.input[0], a_q.input[1], w_dq.input[1], u8_zp, w_dq.input[2]]
@@ -152,14 +165,7 @@ def _activation_pairs_to_uint8(m: onnx.ModelProto) -> int:
     single DQ consumer; its own DQ duplication (one DQ per consumer of a fanned-out output) then
     leaves a Conv's quantized output in int8 and QLinearConv unfused on x86. Returns the count."""
     g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            if i:
-                consumers.setdefault(i, []).append(n)
-    graph_outputs = {o.name for o in g.output}
-    zp_u8 = "samdeploy/ort_lowering/u8_zero_point_128"
+    inits, _, consumers, graph_outputs = _index(g)
     count = 0
     for q in g.node:
         if q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.output[0] in graph_outputs:
@@ -170,10 +176,7 @@ def _activation_pairs_to_uint8(m: onnx.ModelProto) -> int:
         users = consumers.get(q.output[0], [])
         if not users or any(u.op_type != "DequantizeLinear" or list(u.input[1:3]) != list(q.input[1:3]) for u in users):
             continue
-        if zp_u8 not in inits:
-            t = numpy_helper.from_array(np.array(128, dtype=np.uint8), zp_u8)
-            inits[zp_u8] = t
-            g.initializer.append(t)
+        zp_u8 = _u8_zero_point(g, inits)
         q.input[2] = zp_u8
         for u in users:
             u.input[2] = zp_u8
