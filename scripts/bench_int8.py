@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench_int8", help="output directory")
     p.add_argument("--model-dir", help="an existing export (default: export seeded MobileSAM into OUT/export)")
+    p.add_argument("--seed", type=int, default=0, help="weight seed of the exported MobileSAM (without --model-dir)")
     p.add_argument("--num-images", type=int, default=8)
     p.add_argument("--targets", default="tensorrt,ort-cpu", help="comma list of calibrate --target values")
     p.add_argument("--runs", type=int, default=7, help="timed runs per configuration")
@@ -143,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model_dir and not (model_dir / "manifest.json").exists():
         from samdeploy.export import ExportOptions, export_model, load_source, random_source
 
-        say("exporting MobileSAM (seeded random weights, realistic decoder scale)")
-        src = random_source("mobile_sam", 0)
+        say(f"exporting MobileSAM (random weights, seed {args.seed}, realistic decoder scale)")
+        src = random_source("mobile_sam", args.seed)
         export_model(load_source(src), model_dir, src, ExportOptions())
     contract, _ = read_onnx_contract(str(model_dir / "encoder.onnx"))
     images = calibration_images(args.num_images)
