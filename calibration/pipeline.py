@@ -46,7 +46,10 @@ METHODS = ("hessian", "minmax", "percentile", "entropy")
 #: multiply-adds per activation element read or written (``QuantLayer.macs_per_activation``; those
 #: three have 1152, 96 and 51), so "ort-cpu" quantizes Linear layers plus the Convs above
 #: ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION, with their outputs quantized.
-TARGETS = {"tensorrt": ("linear", "conv", "conv_transpose"), "ort-cpu": ("linear", "conv")}
+#: "openvino" (ONNX Runtime's OpenVINO execution provider on the CPU) takes the same placement as
+#: TensorRT: its low-precision transformations fuse input-only Q/DQ into INT8 Conv/MatMul kernels.
+TARGETS = {"tensorrt": ("linear", "conv", "conv_transpose"), "ort-cpu": ("linear", "conv"),
+           "openvino": ("linear", "conv", "conv_transpose")}
 ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION = 200
 
 
@@ -85,7 +88,7 @@ class CalibrationSettings:
     rounds: int = 3  # alternating weight/activation rounds (TinySAM/PTQ4ViT: 3)
     seed: int = 0
     loss: str = "fisher"  # see losses.py
-    target: str = "tensorrt"  # "tensorrt": all weighted ops; "ort-cpu": Linear layers only (see TARGETS)
+    target: str = "tensorrt"  # "tensorrt"/"openvino": all weighted ops; "ort-cpu": Linear + heavy Convs (TARGETS)
     conv_output_quant: bool = False  # also quantize Conv outputs (ORT CPU needs it for INT8 Conv)
     exclude: tuple[str, ...] = ()  # fnmatch patterns of layer names kept in float
     min_rows_per_prompt: int = 64  # decoder: GEMV-like layers (few token rows per prompt) stay float
@@ -629,7 +632,7 @@ def _calibration_json(run: _Run, result: CalibrationResult, layers, stats, node_
             "weights": "int8 symmetric per output channel, narrow range [-127, 127], zero point 0",
             "activations": "int8 symmetric per tensor [-128, 127], zero point 0",
             "target": run.settings.target,
-            "placement": "inputs of " + ("Conv/ConvTranspose/MatMul/Gemm" if run.settings.target == "tensorrt"
+            "placement": "inputs of " + ("Conv/ConvTranspose/MatMul/Gemm" if run.settings.target != "ort-cpu"
                                          else "MatMul/Gemm and of Convs with >= "
                                          f"{ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION} MACs per activation element")
             + " (dedicated Q/DQ per consumer)"

@@ -36,10 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--graphs", default="encoder", help="encoder (default) or encoder,decoder")
     q.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="keep layers matching this fnmatch pattern in float (repeatable), e.g. 'image_encoder.neck.*'")
-    q.add_argument("--target", choices=("tensorrt", "ort-cpu"), default="tensorrt",
+    q.add_argument("--target", choices=("tensorrt", "ort-cpu", "openvino"), default="tensorrt",
                    help="tensorrt (default): quantize every Conv/Linear (TensorRT fuses Q/DQ into INT8 kernels); "
                    "ort-cpu: Linear layers, plus compute-bound Convs with their outputs quantized too "
-                   "(ONNX Runtime CPU runs a QDQ Conv in INT8 only that way, and it pays off only for heavy convs)")
+                   "(ONNX Runtime CPU runs a QDQ Conv in INT8 only that way, and it pays off only for heavy convs); "
+                   "openvino: the TensorRT placement, for ONNX Runtime's OpenVINO execution provider on the CPU")
     q.add_argument("--conv-output-quant", action="store_true",
                    help="also quantize Conv outputs (lets ONNX Runtime CPU run Conv as QLinearConv)")
     q.add_argument("--auto-mixed-precision", action="store_true",
@@ -96,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
     def say(s: str) -> None:
         print(f"samdeploy calibrate: {s}", flush=True)
 
-    if settings.target == "tensorrt":
-        say("target tensorrt: every Conv/Linear input is quantized for TensorRT; ONNX Runtime CPU runs such "
-            "a file slower than FP32 -- for CPU deployment calibrate with --target ort-cpu")
+    if settings.target != "ort-cpu":
+        say(f"target {settings.target}: every Conv/Linear input is quantized; ONNX Runtime's default CPU provider "
+            "runs such a file slower than FP32 (use --target ort-cpu for it); the gate runs it there anyway "
+            "(same scales and integer arithmetic)")
 
     try:
         result = calibrate(

@@ -36,6 +36,8 @@ _FALLBACKS = {
 }
 _INSTALL_HINTS = {
     "CUDAExecutionProvider": "install onnxruntime-gpu (matching your CUDA/cuDNN) instead of onnxruntime",
+    "OpenVINOExecutionProvider": "pip uninstall onnxruntime && pip install onnxruntime-openvino (it replaces the "
+    "onnxruntime package and keeps the CPU provider)",
     "TensorrtExecutionProvider": "install onnxruntime-gpu built with TensorRT and make libnvinfer visible "
     "(LD_LIBRARY_PATH), or use --backend tensorrt with engines from `samdeploy build`",
 }
@@ -133,6 +135,10 @@ class OrtBackend(BackendBase):
             lowered = lower_file_for_cpu(str(path))
             if lowered is not None:
                 source, self.lowering = lowered
+        if provider_options is None and threads and "OpenVINOExecutionProvider" in prov:
+            # OpenVINO keeps its own thread pool: intra_op_num_threads does not limit it
+            provider_options = [{"device_type": "CPU", "num_of_threads": str(int(threads))}
+                                if p == "OpenVINOExecutionProvider" else {} for p in prov]
         try:
             sess = ort.InferenceSession(
                 source, sess_options=so, providers=prov,

@@ -1,0 +1,106 @@
+"""ONNX Runtime's OpenVINO execution provider on the CPU, for real.
+
+`onnxruntime-openvino` replaces the `onnxruntime` package, so it gets its own virtual environment
+(with the system site-packages underneath for numpy, opencv and samdeploy itself); the venv's
+onnxruntime shadows the CPU-only build. Checked against ONNX Runtime's CPU provider in this process:
+the FP32 and the INT8 QDQ graphs compute the same network, and `samdeploy predict --providers
+openvino` gives the CPU provider's mask and score."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from fixtures_calibration import ort_run, rel_err
+
+OV_WHEEL = "onnxruntime-openvino==1.24.1"
+
+
+@pytest.fixture(scope="module")
+def ov_python(tmp_path_factory) -> str:
+    venv = tmp_path_factory.mktemp("ov") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    r = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", OV_WHEEL], capture_output=True, text=True)
+    assert r.returncode == 0, f"could not install {OV_WHEEL} from the package index:\n{r.stderr[-2000:]}"
+    probe = subprocess.run([py, "-c", "import onnxruntime as o; print(o.__file__); print(o.get_available_providers())"],
+                           capture_output=True, text=True, check=True).stdout
+    assert str(venv) in probe.splitlines()[0]  # the venv's build shadows the system onnxruntime
+    assert "OpenVINOExecutionProvider" in probe
+    return py
+
+
+_RUN = r"""
+import sys, numpy as np, onnxruntime as ort
+ort.set_default_logger_severity(3)
+path, inp, out = sys.argv[1:4]
+so = ort.SessionOptions(); so.intra_op_num_threads = 1
+s = ort.InferenceSession(path, so, providers=[("OpenVINOExecutionProvider", {"device_type": "CPU", "num_of_threads": "1"})])
+assert s.get_providers()[0] == "OpenVINOExecutionProvider", s.get_providers()
+np.save(out, s.run(None, {"x": np.load(inp)})[0])
+"""
+
+
+def _run_openvino(py: str, model: onnx.ModelProto, x: np.ndarray, tmp: Path) -> np.ndarray:
+    onnx.save(model, tmp / "m.onnx")
+    np.save(tmp / "x.npy", x)
+    subprocess.run([py, "-c", _RUN, str(tmp / "m.onnx"), str(tmp / "x.npy"), str(tmp / "y.npy")], check=True)
+    return np.load(tmp / "y.npy")
+
+
+def test_openvino_runs_fp32_and_int8_qdq_graphs_like_the_cpu_provider(ov_python, tmp_path, tiny_net, tiny_input,
+                                                                      tiny_net_onnx):
+    from samdeploy.calibration import collect as C
+    from samdeploy.calibration import layers as L
+    from samdeploy.calibration import qdq
+    from samdeploy.calibration.baselines import baseline_scales
+
+    x = tiny_input.numpy()
+    (fp_cpu,) = ort_run(tiny_net_onnx, {"x": x})
+    fp_ov = _run_openvino(ov_python, tiny_net_onnx, x, tmp_path)
+    assert rel_err(fp_cpu, fp_ov) <= 1e-4
+
+    # the TensorRT / OpenVINO placement: every Conv, ConvTranspose and Linear input quantized
+    model = L.prepare_model(tiny_net)
+    layers = L.find_layers_generic(model)
+    collector = C.StatsCollector(layers, tokens=64, seed=0, need_grad=False)
+    stats = collector.run(lambda: model(tiny_input), 0)
+    layers = sorted(layers, key=lambda l: collector.order.index(l.name))
+    match = qdq.match_layers(tiny_net_onnx, layers)
+    assert len(match) == len(layers)
+    q = qdq.quantize_model(tiny_net_onnx, {n: baseline_scales(l, stats[l.name], "minmax") for l in layers
+                                           for n in match[l.name]})
+    (q_cpu,) = ort_run(q, {"x": x})
+    q_ov = _run_openvino(ov_python, q, x, tmp_path)
+    # same scales, same integer products; requantization order may differ by a rounding step
+    assert rel_err(q_cpu, q_ov) <= 1e-2
+    # and both really are the quantized network, not the FP32 one
+    assert rel_err(fp_cpu, q_ov) > 5 * rel_err(q_cpu, q_ov)
+
+
+def test_predict_cli_with_the_openvino_provider(ov_python, exported_model_dir, tmp_path):
+    import cv2
+
+    model_dir = exported_model_dir("mobile_sam")
+    results = {}
+    for prov, py in (("cpu", sys.executable), ("openvino", ov_python)):
+        out = tmp_path / prov
+        r = subprocess.run(
+            [py, "-m", "samdeploy.cli.main", "predict", "sample:astronaut", "--model-dir", str(model_dir),
+             "--providers", prov, "--threads", "1", "--point", "250,150", "--out", str(out), "--json"],
+            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        summary = json.loads(r.stdout)
+        assert summary["providers"][0] == {"cpu": "CPUExecutionProvider", "openvino": "OpenVINOExecutionProvider"}[prov]
+        results[prov] = (summary["scores"][0][0], cv2.imread(str(out / "mask_0.png"), cv2.IMREAD_GRAYSCALE) > 0)
+    (s_cpu, m_cpu), (s_ov, m_ov) = results["cpu"], results["openvino"]
+    assert abs(s_cpu - s_ov) <= 1e-3
+    iou = (m_cpu & m_ov).sum() / max((m_cpu | m_ov).sum(), 1)
+    assert m_cpu.sum() > 1000 and iou >= 0.99
