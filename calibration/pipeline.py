@@ -714,8 +714,11 @@ def _report_md(run: _Run, result: CalibrationResult, doc: dict) -> str:
                   + ", ".join(f"`{n}`" for n in mx["kept_float"])]
         if mx.get("speed"):
             sp = mx["speed"]
-            lines.append(f"Encoder latency (ORT CPU, median): FP32 {sp['fp32_ms']:.0f} ms, all-INT8 {sp['int8_ms']:.0f} ms, "
-                         f"mixed {sp['mixed_ms']:.0f} ms")
+            lines.append(f"Encoder latency (ONNX Runtime's default CPU provider, median): FP32 {sp['fp32_ms']:.0f} ms, "
+                         f"all-INT8 {sp['int8_ms']:.0f} ms, mixed {sp['mixed_ms']:.0f} ms"
+                         + ("" if run.settings.target == "ort-cpu" else
+                            f". Not the {run.settings.target} speed: that provider runs the file's INT8 Convs in FP32 "
+                            "(measure on the target: `samdeploy bench`, scripts/bench_ort_providers.py)"))
     if run.random_weights:
         lines += ["", "## About these numbers (random weights)", "",
                   "This model has seeded random weights (decoder output layers rescaled so mask logits span about "

@@ -68,6 +68,25 @@ def rel_err(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
+def minmax_qdq(net, x, fp_onnx):
+    """``fp_onnx`` with min-max scales for every Conv/ConvTranspose/Linear of ``net`` (input ``x``):
+    the TensorRT placement, written by the QDQ writer."""
+    from samdeploy.calibration import collect as C
+    from samdeploy.calibration import layers as L
+    from samdeploy.calibration import qdq
+    from samdeploy.calibration.baselines import baseline_scales
+
+    model = L.prepare_model(net)
+    layers = L.find_layers_generic(model)
+    collector = C.StatsCollector(layers, tokens=64, seed=0, need_grad=False)
+    stats = collector.run(lambda: model(x), 0)
+    layers = sorted(layers, key=lambda l: collector.order.index(l.name))
+    match = qdq.match_layers(fp_onnx, layers)
+    assert len(match) == len(layers)
+    return qdq.quantize_model(fp_onnx, {n: baseline_scales(l, stats[l.name], "minmax") for l in layers
+                                        for n in match[l.name]})
+
+
 def ort_run(model, feeds: dict[str, np.ndarray], threads: int = 1) -> list[np.ndarray]:
     import onnxruntime as ort
 

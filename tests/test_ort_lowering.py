@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from fixtures_calibration import ort_optimized_ops, ort_run
+from fixtures_calibration import minmax_qdq, ort_optimized_ops, ort_run
 from onnx import TensorProto, helper, numpy_helper
 
 from samdeploy.runtime.backends.ort_lowering import is_qdq_graph, lower_file_for_cpu, lower_for_cpu
@@ -107,20 +107,9 @@ def test_fp32_graph_is_not_touched(tmp_path, tiny_net_onnx):
 def test_calibrated_graph_lowers_bit_exactly(tmp_path, tiny_net, tiny_input, tiny_net_onnx):
     """The QDQ writer's output (Linear + Conv + ConvTranspose) through the backend: every MatMul is
     lowered with its bias, outputs equal ORT's own QDQ execution."""
-    from samdeploy.calibration import collect as C
-    from samdeploy.calibration import layers as L
-    from samdeploy.calibration import qdq
-    from samdeploy.calibration.baselines import baseline_scales
     from samdeploy.runtime.backends.onnxruntime import OrtBackend
 
-    model = L.prepare_model(tiny_net)
-    layers = L.find_layers_generic(model)
-    collector = C.StatsCollector(layers, tokens=64, seed=0, need_grad=False)
-    stats = collector.run(lambda: model(tiny_input), 0)
-    layers = sorted(layers, key=lambda l: collector.order.index(l.name))
-    match = qdq.match_layers(tiny_net_onnx, layers)
-    scales = {n: baseline_scales(l, stats[l.name], "minmax") for l in layers for n in match[l.name]}
-    qmodel = qdq.quantize_model(tiny_net_onnx, scales)
+    qmodel = minmax_qdq(tiny_net, tiny_input, tiny_net_onnx)
     n_matmul = sum(1 for n in qmodel.graph.node if n.op_type == "MatMul")
     assert n_matmul >= 2
     p = tmp_path / "int8.onnx"

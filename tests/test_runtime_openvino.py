@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from fixtures_calibration import ort_run, rel_err
+from fixtures_calibration import minmax_qdq, ort_run, rel_err
 
 OV_WHEEL = "onnxruntime-openvino==1.24.1"
 
@@ -56,26 +56,13 @@ def _run_openvino(py: str, model: onnx.ModelProto, x: np.ndarray, tmp: Path) -> 
 
 def test_openvino_runs_fp32_and_int8_qdq_graphs_like_the_cpu_provider(ov_python, tmp_path, tiny_net, tiny_input,
                                                                       tiny_net_onnx):
-    from samdeploy.calibration import collect as C
-    from samdeploy.calibration import layers as L
-    from samdeploy.calibration import qdq
-    from samdeploy.calibration.baselines import baseline_scales
-
     x = tiny_input.numpy()
     (fp_cpu,) = ort_run(tiny_net_onnx, {"x": x})
     fp_ov = _run_openvino(ov_python, tiny_net_onnx, x, tmp_path)
     assert rel_err(fp_cpu, fp_ov) <= 1e-4
 
     # the TensorRT / OpenVINO placement: every Conv, ConvTranspose and Linear input quantized
-    model = L.prepare_model(tiny_net)
-    layers = L.find_layers_generic(model)
-    collector = C.StatsCollector(layers, tokens=64, seed=0, need_grad=False)
-    stats = collector.run(lambda: model(tiny_input), 0)
-    layers = sorted(layers, key=lambda l: collector.order.index(l.name))
-    match = qdq.match_layers(tiny_net_onnx, layers)
-    assert len(match) == len(layers)
-    q = qdq.quantize_model(tiny_net_onnx, {n: baseline_scales(l, stats[l.name], "minmax") for l in layers
-                                           for n in match[l.name]})
+    q = minmax_qdq(tiny_net, tiny_input, tiny_net_onnx)
     (q_cpu,) = ort_run(q, {"x": x})
     q_ov = _run_openvino(ov_python, q, x, tmp_path)
     # same scales, same integer products; requantization order may differ by a rounding step
