@@ -168,3 +168,18 @@ def test_quantized_conv_output_with_fanout_runs_as_qlinearconv():
     # same quantization grid; QLinearConv requantizes in one step, so at most one output step apart
     assert np.abs(a - b).max() <= 0.05 * 1.0001
     assert np.mean(a == b) > 0.95
+
+
+def test_a_rejected_lowering_falls_back_to_the_file_with_a_warning(tmp_path, monkeypatch, tiny_net, tiny_input,
+                                                                   tiny_net_onnx):
+    from samdeploy.runtime.backends import onnxruntime as ob
+    from samdeploy.runtime.backends.ort_lowering import LoweringReport
+
+    p = tmp_path / "int8.onnx"
+    onnx.save(minmax_qdq(tiny_net, tiny_input, tiny_net_onnx), p)
+    want = ob.OrtBackend(str(p), "encoder", threads=1, int8_lowering=False).session.run(None, {"x": tiny_input.numpy()})[0]
+    monkeypatch.setattr(ob, "lower_file_for_cpu", lambda path: (b"not an onnx model", LoweringReport(1, 1, 0)))
+    with pytest.warns(RuntimeWarning, match="rejected samdeploy's INT8 CPU lowering"):
+        backend = ob.OrtBackend(str(p), "encoder", threads=1)
+    assert backend.lowering is None
+    assert np.array_equal(backend.session.run(None, {"x": tiny_input.numpy()})[0], want)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -139,11 +140,21 @@ class OrtBackend(BackendBase):
             # OpenVINO keeps its own thread pool: intra_op_num_threads does not limit it
             provider_options = [{"device_type": "CPU", "num_of_threads": str(int(threads))}
                                 if p == "OpenVINOExecutionProvider" else {} for p in prov]
+        def open_session(src: str | bytes):
+            return ort.InferenceSession(src, sess_options=so, providers=prov,
+                                        provider_options=list(provider_options) if provider_options else None)
+
         try:
-            sess = ort.InferenceSession(
-                source, sess_options=so, providers=prov,
-                provider_options=list(provider_options) if provider_options else None,
-            )
+            try:
+                sess = open_session(source)
+            except Exception:
+                if self.lowering is None:
+                    raise
+                # a lowering bug must cost speed, not the deployment: run the file as written
+                warnings.warn(f"ONNX Runtime rejected samdeploy's INT8 CPU lowering of {path}; running the QDQ "
+                              "graph as is (slower). Please report this with the file.", RuntimeWarning, stacklevel=2)
+                self.lowering = None
+                sess = open_session(str(path))
         except Exception as exc:
             raise BackendUnavailableError(
                 f"ONNX Runtime could not load {path}: {str(exc).splitlines()[0][:300]}",
