@@ -393,6 +393,25 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
+#: CPU features that decide INT8/BF16 GEMM speed (shared hosts change CPU between sessions)
+_SPEED_FLAGS = ("avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_summary() -> str:
+    """``"<model name> (<int8-relevant flags>)"``, e.g. for benchmark reports."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    have = [f for f in _SPEED_FLAGS if f in flags]
+    return f"{_cpu_name()} ({', '.join(have) or 'no AVX-512/VNNI/AMX'})"
+
+
 # ---- presentation ----------------------------------------------------------------------------------------
 def format_table(res: dict[str, Any]) -> str:
     env = res["environment"]

@@ -138,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"host": {"cpus": os.cpu_count(), "torch": torch.__version__}}
     import onnxruntime
 
+    from samdeploy.runtime.bench import cpu_summary
+
     report["host"]["onnxruntime"] = onnxruntime.__version__
+    report["host"]["cpu"] = cpu_summary()
 
     model_dir = Path(args.model_dir) if args.model_dir else out / "export"
     if not args.model_dir and not (model_dir / "manifest.json").exists():
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(r: dict, targets: list[str]) -> str:
     lines = ["# INT8 MobileSAM encoder, ONNX Runtime CPU", "",
-             f"Host: {r['host']['cpus']} CPUs, onnxruntime {r['host']['onnxruntime']}, torch {r['host']['torch']}.",
+             f"Host: {r['host']['cpus']} CPUs, {r['host'].get('cpu', '?')}, onnxruntime {r['host']['onnxruntime']}, "
+             f"torch {r['host']['torch']}.",
              f"Calibration: {', '.join(r['calibration_images'])}; held out: {', '.join(r['held_out_images'])}.", ""]
     c = r["calibration_cost"]
     lines += [f"Calibration cost ({c['images']} images, {c['candidates']} candidates x {c['rounds']} rounds): statistics "

@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             times[f].append(time.perf_counter() - t)
     base = float(np.median(times[args.files[0]]))
     ref = outs[args.files[0]].ravel().astype(np.float64)
-    print(f"onnxruntime {ort.__version__}, {args.threads} thread(s), {args.runs} interleaved runs")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo", encoding="utf-8")
+                if ln.startswith("model name")), "?") if sys.platform.startswith("linux") else "?"
+    print(f"onnxruntime {ort.__version__}, {cpu}, {args.threads} thread(s), {args.runs} interleaved runs")
     for f in args.files:
         med = float(np.median(times[f]))
         o = outs[f].ravel().astype(np.float64)
