@@ -69,14 +69,16 @@ def _u8_zero_point(g: onnx.GraphProto, inits: dict[str, onnx.TensorProto]) -> st
 
 def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringReport]:
     """A copy of ``model`` with every symmetric-INT8 QDQ MatMul (constant per-column weight) replaced
-    by ``MatMulIntegerToFloat`` with its bias folded in. Other nodes are untouched."""
+    by ``MatMulIntegerToFloat`` with its bias folded in, and the remaining symmetric-int8 activation
+    Q/DQ pairs moved to uint8 (see the module docstring). Other nodes are untouched."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
     inits, producer, consumers, graph_outputs = _index(g)
 
-    remove: set[int] = set()  # id() of replaced nodes
-    replace: dict[int, list[onnx.NodeProto]] = {}  # id(MatMul) -> new nodes
+    # nodes are keyed by their first output: tensor names are unique in a valid graph
+    remove: set[str] = set()
+    replace: dict[str, list[onnx.NodeProto]] = {}  # MatMul -> its replacement
     new_inits: list[onnx.TensorProto] = []
     lowered = with_bias = skipped = 0
 
@@ -89,6 +91,8 @@ def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringRepo
         a_q = producer.get(a_dq.input[0])
         w_int8 = _const(inits, w_dq.input[0])
         a_scale = _const(inits, a_dq.input[1])
+        w_scale = _const(inits, w_dq.input[1])
+        w_axis = int(next((a.i for a in w_dq.attribute if a.name == "axis"), 1))
         fits = (
             a_q is not None and a_q.op_type == "QuantizeLinear"
             and len(consumers.get(a_q.output[0], [])) == 1 and len(consumers.get(a_dq.output[0], [])) == 1
@@ -97,9 +101,8 @@ def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringRepo
             and len(a_dq.input) > 2 and _is_zero_int8(_const(inits, a_dq.input[2]))
             and w_int8 is not None and w_int8.dtype == np.int8 and w_int8.ndim == 2
             and len(w_dq.input) > 2 and _is_zero_int8(_const(inits, w_dq.input[2]))
-            and _const(inits, w_dq.input[1]) is not None
-            and _const(inits, w_dq.input[1]).size in (1, w_int8.shape[1])
-            and (_const(inits, w_dq.input[1]).size == 1 or int(next((a.i for a in w_dq.attribute if a.name == "axis"), 1)) in (1, -1))
+            and w_scale is not None
+            and (w_scale.size == 1 or (w_scale.size == w_int8.shape[1] and w_axis in (1, -1)))
         )
         if not fits:
             skipped += 1
@@ -126,20 +129,20 @@ def lower_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LoweringRepo
         if bias_name:
             inputs.append(bias_name)
         mm = helper.make_node("MatMulIntegerToFloat", inputs, [out], name=f"{node.name}/int8", domain=MS_DOMAIN)
-        replace[id(node)] = [new_q, mm]
-        remove.update({id(a_q), id(a_dq)})
+        replace[node.output[0]] = [new_q, mm]
+        remove.update({a_q.output[0], a_dq.output[0]})
         if len(consumers.get(w_dq.output[0], [])) == 1:
-            remove.add(id(w_dq))
+            remove.add(w_dq.output[0])
         if add is not None:
-            remove.add(id(add))
+            remove.add(add.output[0])
         lowered += 1
         with_bias += bool(bias_name)
 
     nodes: list[onnx.NodeProto] = []
     for n in g.node:
-        if id(n) in replace:
-            nodes.extend(replace[id(n)])
-        elif id(n) not in remove:
+        if n.output[0] in replace:
+            nodes.extend(replace[n.output[0]])
+        elif n.output[0] not in remove:
             nodes.append(n)
     del g.node[:]
     g.node.extend(nodes)
