@@ -531,7 +531,7 @@ def int8_contract(contract: ModelContract, settings: CalibrationSettings, method
     prov = dict(contract.provenance)
     prov["precision"] = "int8"
     prov["calibration"] = {"method": method, "samdeploy": __version__, "format": FORMAT,
-                           "graphs": list(settings.graphs)}
+                           "graphs": list(settings.graphs), "target": settings.target}
     return dataclasses.replace(contract, provenance=prov)
 
 

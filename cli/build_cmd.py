@@ -33,6 +33,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TensorRT major version to plan for when TensorRT is not installed (with --dry-run)")
 
 
+def calibration_target_warnings(path: str, role: str) -> list[str]:
+    """An INT8 file calibrated for another runtime quantizes other layers than TensorRT wants."""
+    from ..contract import read_onnx_contract
+
+    contract, _ = read_onnx_contract(path)
+    cal = dict(contract.provenance or {}).get("calibration") or {}
+    target = cal.get("target")
+    if not cal:
+        return [f"{role} {path} is not an INT8 calibration output: TensorRT will build it in FP16"]
+    if target is None:
+        return [f"{role} {path} does not record its calibration target (calibrated by an older samdeploy)"]
+    if target != "tensorrt":
+        return [f"{role} {path} was calibrated with --target {target}, which quantizes the layers that runtime "
+                f"runs fast, not TensorRT's placement: rerun `samdeploy calibrate --target tensorrt` for this engine"]
+    return []
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..trt.build import BuildOptions, build_engine, find_onnx_graphs, plan_build, write_parse_onnx
@@ -64,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     missing = [g for g in graphs if g not in found]
     if missing:
         raise InputError(f"no {', '.join(missing)} ONNX among {args.inputs}", hint="pass the export directory or the files")
+    if args.precision == "int8":
+        for role in graphs:
+            for warning in calibration_target_warnings(found[role], role):
+                print(f"warning: {warning}")
     first_dir = args.inputs[0] if os.path.isdir(args.inputs[0]) else os.path.dirname(os.path.abspath(args.inputs[0]))
     out = args.out or os.path.join(first_dir, f"engines-{args.precision}")
     plans = [plan_build(found[g], out, options, major) for g in graphs]

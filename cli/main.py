@@ -67,10 +67,30 @@ def _load(name: str):
     return importlib.import_module(COMMANDS[name])
 
 
+# Flags whose values may start with a minus sign (``--point -5,180``); argparse would read the value
+# as an option, so such pairs are joined into ``--point=-5,180`` before parsing.
+_COORDINATE_FLAGS = ("--point", "--box")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if a in _COORDINATE_FLAGS and len(nxt) > 1 and nxt[0] == "-" and (nxt[1].isdigit() or nxt[1] == "."):
+            out.append(f"{a}={nxt}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from samdeploy.errors import SamDeployError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None

@@ -59,15 +59,25 @@ def parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
 
 
 def build_prompts(points: list[str], boxes: list[str]):
-    """-> (coords [N,2] | None, labels [N] | None, boxes [K,4] | None)."""
+    """-> (coords [N,2] | None, labels [N] | None, boxes [K,4] | None).
+
+    Everything that can be checked without the image is checked here, before any model is opened,
+    so a typo costs milliseconds, not an encoder run; messages name the CLI flags."""
     from samdeploy.errors import InputError
 
     coords, labels = [], []
     for s in points:
         v = parse_floats(s, (2, 3), "--point")
+        if len(v) == 3 and v[2] not in (0.0, 1.0):
+            raise InputError(f"--point {s!r}: label {v[2]:g} is not 0 or 1",
+                             hint="write --point X,Y,1 for foreground (the default) or --point X,Y,0 for background")
         coords.append(v[:2])
         labels.append(v[2] if len(v) == 3 else 1.0)
     bxs = [parse_floats(s, (4,), "--box") for s in boxes]
+    for s, b in zip(boxes, bxs):
+        if b[0] > b[2] or b[1] > b[3]:
+            raise InputError(f"--box {s!r} is inverted (x0 > x1 or y0 > y1)",
+                             hint="write --box X0,Y0,X1,Y1 with the top-left corner first")
     if not coords and not bxs:
         raise InputError("no prompt given", hint="add --point X,Y (a click) and/or --box X0,Y0,X1,Y1")
     if coords and len(bxs) > 1:
@@ -75,11 +85,49 @@ def build_prompts(points: list[str], boxes: list[str]):
             "--point cannot be combined with several --box prompts",
             hint="use one --box with clicks, or several boxes without clicks",
         )
+    for what, vals in (("--point", coords), ("--box", bxs)):
+        with np.errstate(over="ignore"):
+            arr = np.asarray(vals, np.float32)
+        if arr.size and not np.isfinite(arr).all():  # 1e39 is finite in float64 but not in float32
+            raise InputError(f"{what} has a value that is not a finite float32 number",
+                             hint=f"give {what} in image pixels")
     return (
         np.array(coords, np.float64) if coords else None,
         np.array(labels, np.float64) if coords else None,
         np.array(bxs, np.float64) if bxs else None,
     )
+
+
+def check_in_frame(coords, boxes, hw: tuple[int, int]) -> None:
+    """Prompts must lie inside the image (edges included); checked before the encoder runs."""
+    from samdeploy.errors import InputError
+
+    h, w = hw
+    for what, arr in (("--point", coords), ("--box", boxes)):
+        if arr is None:
+            continue
+        xy = np.asarray(arr, np.float64).reshape(-1, 2)
+        bad = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
+        if bad.any():
+            x, y = xy[bad][0]
+            raise InputError(f"{what} coordinate ({x:g}, {y:g}) is outside the {w}x{h} image",
+                             hint=f"give {what} in image pixels: x in 0..{w}, y in 0..{h}")
+
+
+def default_out_dir(image: str) -> Path:
+    """``photo.jpg`` -> ``photo_samdeploy`` beside it; ``sample:astronaut`` -> ``./astronaut_samdeploy``."""
+    from samdeploy.images import SAMPLE_PREFIX
+
+    if str(image).startswith(SAMPLE_PREFIX):
+        return Path(str(image)[len(SAMPLE_PREFIX):] + "_samdeploy")
+    return Path(image).with_name(Path(image).stem + "_samdeploy")
+
+
+def image_source(image: str) -> str:
+    """What masks.json records as the image: a sample name as given, a file as an absolute path."""
+    from samdeploy.images import SAMPLE_PREFIX
+
+    return str(image) if str(image).startswith(SAMPLE_PREFIX) else os.path.abspath(image)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +137,12 @@ def run(args: argparse.Namespace) -> int:
 
     coords, labels, boxes = build_prompts(args.point, args.box)
     image = load_image(args.image)
-    out_dir = Path(args.out) if args.out else Path(args.image).with_name(Path(args.image).stem + "_samdeploy")
+    check_in_frame(coords, boxes, image.shape[:2])
+    out_dir = Path(args.out) if args.out else default_out_dir(args.image)
+    if out_dir.exists() and not out_dir.is_dir():
+        from samdeploy.errors import InputError
+
+        raise InputError(f"--out {out_dir} is an existing file, not a directory", hint="pass a directory path to --out")
 
     t0 = time.perf_counter()
     pred = Predictor(args.model_dir, encoder=args.encoder, decoder=args.decoder, backend=args.backend,
@@ -105,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
             masks, scores = m[None], s[None]
         t_pred = dict(pred.timings)
         info = pred.describe()
+        provenance = dict(getattr(pred.contract, "provenance", {}) or {})
+        precision = str(provenance.get("precision", "fp32")).upper()
+        random_weights = str(pred.contract.weights_sha256).startswith("random:")
     finally:
         pred.close()
 
@@ -125,15 +181,17 @@ def run(args: argparse.Namespace) -> int:
             write_png(out_dir / name, masks[i, j])
             records.append({"prompt": i, "candidate": j, "score": float(scores[i, j]), "best": bool(j == best[i]),
                             "file": name, "mask": masks[i, j]})
-    write_rle_json(out_dir / "masks.json", records, image=os.path.abspath(args.image),
+    write_rle_json(out_dir / "masks.json", records, image=image_source(args.image),
                    height=int(image.shape[0]), width=int(image.shape[1]), model=info.get("model_id"))
 
     summary = {
         "image": args.image,
         "size_hw": [int(image.shape[0]), int(image.shape[1])],
         "model": info.get("model_id"),
+        "precision": precision,
         "backend": info.get("backend"),
         "providers": info.get("decoder", {}).get("providers"),
+        "random_weights": random_weights,
         "prompts": k,
         "masks_per_prompt": c,
         "scores": [[round(float(v), 4) for v in row] for row in scores],
@@ -152,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     t = summary["timings_ms"]
-    print(f"model    {summary['model']}  [{summary['backend']} {','.join(summary['providers'] or [])}]")
+    print(f"model    {summary['model']}  [{precision} | {summary['backend']} {','.join(summary['providers'] or [])}]")
+    if random_weights:
+        print("note     random weights (--random-weights export): the masks are meaningless; the pipeline is real")
     print(f"image    {args.image}  {image.shape[1]}x{image.shape[0]}")
     print(f"prompts  {k} ({'batched boxes' if k > 1 else 'one prompt'}), {c} mask(s) each")
     for i in range(k):

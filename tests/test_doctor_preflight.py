@@ -103,3 +103,21 @@ def test_shape_of_an_input_is_not_a_shape_tensor_input():
     v = helper.make_tensor_value_info("v", TensorProto.INT64, [2])
     m2 = _model([n("Reshape", ["x", "v"], ["y"], name="rs")], [x, v], [y])
     assert [f.where for f in check_model(m2) if f.code == "shape-tensor-input"] == ["v"]
+
+
+def test_cudnn_from_nvidia_pip_wheels_is_found():
+    """torch's CUDA wheels bring cuDNN as `nvidia-cudnn-*` under site-packages/nvidia/cudnn/lib,
+    off the loader path: doctor must still report it."""
+    from samdeploy.trt.environment import _pip_nvidia_libs, cudnn_version
+
+    libs = _pip_nvidia_libs("libcudnn.so*")
+    if not libs:
+        pytest.skip("no NVIDIA cuDNN pip wheel in this environment (CPU-only torch)")
+    assert cudnn_version() is not None
+
+
+def test_cuda_runtime_without_driver_says_no_gpu_can_run_it():
+    from samdeploy.trt.environment import Environment
+
+    assert "no CUDA driver" in "\n".join(Environment(cuda_runtime="13.0").lines())
+    assert "no CUDA driver" not in "\n".join(Environment(cuda_runtime="13.0", cuda_driver="13.0").lines())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -87,7 +88,8 @@ class Environment:
             gpu += f", {self.gpu_memory_mb} MiB)" if self.gpu_memory_mb else ")"
         return [
             f"TensorRT            {show(self.tensorrt)}",
-            f"CUDA runtime        {show(self.cuda_runtime)}",
+            f"CUDA runtime        {show(self.cuda_runtime)}"
+            + ("  (library only: no CUDA driver, so no GPU can run it)" if self.cuda_runtime and not self.cuda_driver else ""),
             f"CUDA driver         {show(self.cuda_driver)}",
             f"cuDNN               {show(self.cudnn)}",
             f"pycuda              {show(self.pycuda)}",
@@ -175,8 +177,22 @@ def cuda_versions() -> tuple[Optional[str], Optional[str]]:
     return runtime, driver
 
 
+def _pip_nvidia_libs(pattern: str) -> list[str]:
+    """Libraries shipped by NVIDIA's pip wheels (``nvidia-cudnn-cu12`` etc.): they live under
+    ``site-packages/nvidia/*/lib``, which is not on the loader path, so plain CDLL misses them."""
+    import glob  # noqa: PLC0415
+    import site  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    roots = [*sys.path, *(site.getsitepackages() if hasattr(site, "getsitepackages") else [])]
+    found: list[str] = []
+    for root in dict.fromkeys(roots):
+        found += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", pattern)))
+    return found
+
+
 def cudnn_version() -> Optional[str]:
-    lib = _load_first(["libcudnn.so", "libcudnn.so.9", "libcudnn.so.8"])
+    lib = _load_first(["libcudnn.so", "libcudnn.so.9", "libcudnn.so.8", *_pip_nvidia_libs("libcudnn.so*")])
     if lib is None:
         return None
     try:
