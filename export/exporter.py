@@ -4,8 +4,13 @@ Pipeline per graph: TorchScript exporter (``dynamo=False``, opset >= 17, constan
 no_grad) into a private staging directory -> load -> tidy (drop Identity-of-initializer nodes) ->
 contract checks (no OneHot/Tile, float32 inputs, no shape-tensor inputs, I/O
 names) -> shape inference -> metadata. Only when every requested graph is ready are the files
-written (atomically, external data first) and, last, the manifest. The old manifest is removed
-first, so an interrupted export never leaves a directory that looks complete.
+written into the staging directory; only then is the previous export in the output directory
+replaced: its manifest is removed, the new files are renamed into place (external data first) and
+the new manifest is written last. So a manifest on disk always matches the files next to it, and
+an export that fails or is interrupted (exception / Ctrl-C) before the end leaves the previous
+export complete and usable (it is restored if the failure happens during the swap). A SIGKILLed
+export leaves a ``.samdeploy-export-<pid>-*`` staging directory, removed by the next export once
+that process is gone.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, Callable
 import onnx
 import torch
 
-from .. import __version__
+from .. import __version__, _io
 from ..contract import ModelContract, metadata_props
 from ..errors import ExportError, InputError
 from . import graph_checks, onnx_io, wrappers
@@ -34,6 +39,8 @@ from .source import ModelSource
 GRAPHS = ("encoder", "decoder")
 MIN_OPSET = 17
 FILE_NAMES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+STAGING_PREFIX = _io.EXPORT_STAGING_PREFIX
+STALE_STAGING_SECONDS = 3600.0  # staging dirs without a pid in the name (older samdeploy)
 
 
 @dataclass(frozen=True)
@@ -221,11 +228,14 @@ def export_model(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is a file, not a directory", hint="pass a directory path")
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Invalidate the directory before touching anything: no manifest = not a finished export.
-    with contextlib.suppress(FileNotFoundError):
-        (out_dir / MANIFEST_NAME).unlink()
+    remove_stale_staging(out_dir)
 
-    staging = Path(tempfile.mkdtemp(prefix=".samdeploy-export-", dir=out_dir))
+    # Everything is first written into a private staging directory; the old export in ``out_dir``
+    # stays complete and usable until the new files are ready. Then ``_swap_in`` replaces it:
+    # old manifest removed, graph files renamed into place (external data first), new manifest
+    # written last -- so a manifest on disk always describes the files next to it.
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out_dir))
+    os.chmod(staging, _io.default_dir_mode())  # mkdtemp makes it 0700
     try:
         protos: dict[str, tuple[onnx.ModelProto, graph_checks.GraphReport, float]] = {}
         with torch.no_grad():
@@ -241,40 +251,34 @@ def export_model(
                 shutil.rmtree(sub, ignore_errors=True)
                 report = finish_graph(proto, role, contract)
                 protos[role] = (proto, report, time.perf_counter() - t0)
-        # Everything is in memory and checked; now write (each file atomically, manifest last).
-        # If anything fails from here on, the files of this export are removed again.
-        try:
-            for role, (proto, report, seconds) in protos.items():
-                path = out_dir / FILE_NAMES[role]
-                external = _use_external_data(proto, options)
-                _remove_stale_data(path, keep=external)
-                files = onnx_io.save_model(proto, path, external_data=external)
-                result.graphs[role] = GraphResult(
-                    role=role,
-                    path=path,
-                    files=files,
-                    inputs=graph_checks.value_info_summary(_real_inputs(proto)),
-                    outputs=graph_checks.value_info_summary(proto.graph.output),
-                    op_counts=report.op_counts,
-                    export_seconds=seconds,
-                    external_data=external,
-                )
-            result.seconds = time.perf_counter() - t_start
-            manifest = build_manifest(
-                contract=contract,
-                source=source,
-                files={role: file_entry(g, out_dir) for role, g in result.graphs.items()},
-                options=_options_dict(options),
-                export_seconds=result.seconds,
+        # Everything is in memory and checked; write the new files into staging/new.
+        new_dir = staging / "new"
+        new_dir.mkdir()
+        staged: dict[str, list[onnx_io.SavedFile]] = {}
+        for role, (proto, report, seconds) in protos.items():
+            path = out_dir / FILE_NAMES[role]
+            external = _use_external_data(proto, options)
+            files = onnx_io.save_model(proto, new_dir / FILE_NAMES[role], external_data=external)
+            staged[role] = files
+            result.graphs[role] = GraphResult(
+                role=role,
+                path=path,
+                files=[onnx_io.SavedFile(out_dir / f.path.name, f.sha256, f.size) for f in files],
+                inputs=graph_checks.value_info_summary(_real_inputs(proto)),
+                outputs=graph_checks.value_info_summary(proto.graph.output),
+                op_counts=report.op_counts,
+                export_seconds=seconds,
+                external_data=external,
             )
-            result.manifest_path = write_manifest(out_dir, manifest)
-        except BaseException:
-            for role in protos:
-                path = out_dir / FILE_NAMES[role]
-                for stale in (path, path.with_name(path.name + ".data")):
-                    with contextlib.suppress(FileNotFoundError):
-                        stale.unlink()
-            raise
+        result.seconds = time.perf_counter() - t_start
+        manifest = build_manifest(
+            contract=contract,
+            source=source,
+            files={role: file_entry(g, out_dir) for role, g in result.graphs.items()},
+            options=_options_dict(options),
+            export_seconds=result.seconds,
+        )
+        result.manifest_path = _swap_in(out_dir, staging, staged, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result.seconds = time.perf_counter() - t_start
@@ -321,11 +325,82 @@ def _use_external_data(proto: onnx.ModelProto, options: ExportOptions) -> bool:
     return big
 
 
-def _remove_stale_data(path: Path, keep: bool) -> None:
-    """A previous export's external-data file must not outlive the graph that used it."""
-    if not keep:
-        with contextlib.suppress(FileNotFoundError):
-            path.with_name(path.name + ".data").unlink()
+def _swap_in(out_dir: Path, staging: Path, staged: dict[str, list[Any]], manifest: dict[str, Any]) -> Path:
+    """Replace the export in ``out_dir`` by the staged files; manifest last.
+
+    The previous files (and manifest) are moved into ``staging/old`` first; if anything fails before
+    the new manifest is written they are moved back, so the old export is complete again."""
+    backup = staging / "old"
+    backup.mkdir()
+    names = [MANIFEST_NAME]
+    for role in staged:
+        name = FILE_NAMES[role]
+        names += [name, name + ".data"]  # a previous external-data file must not outlive its graph
+    moved_old: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in names:  # the manifest first: from here on no manifest until the new one
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(out_dir / name, backup / name)
+                moved_old.append(name)
+        for role, files in staged.items():
+            main, *data = files
+            for f in [*data, main]:  # external data first: the .onnx never points at a missing file
+                os.replace(f.path, out_dir / f.path.name)
+                placed.append(f.path.name)
+        return write_manifest(out_dir, manifest)
+    except BaseException:
+        for name in placed:
+            with contextlib.suppress(FileNotFoundError):
+                (out_dir / name).unlink()
+        for name in reversed(moved_old):  # manifest last again
+            with contextlib.suppress(OSError):
+                os.replace(backup / name, out_dir / name)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_staging(out_dir: str | os.PathLike, max_age: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove ``.samdeploy-export-*`` staging directories left in ``out_dir`` by killed exports.
+
+    A staging dir named ``.samdeploy-export-<pid>-*`` is removed when that process no longer exists
+    (a live, concurrent export keeps its own); one without a pid (older samdeploy) when it is older
+    than ``max_age`` seconds. Returns the removed directories."""
+    removed = []
+    try:
+        entries = list(Path(out_dir).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for d in entries:
+        if not d.name.startswith(STAGING_PREFIX) or not d.is_dir() or d.is_symlink():
+            continue
+        head = d.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if head.isdigit() and "-" in d.name[len(STAGING_PREFIX):]:
+            stale = not _pid_alive(int(head))
+        else:
+            try:
+                stale = now - d.stat().st_mtime > max_age
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+            if not d.exists():
+                removed.append(d)
+    return removed
 
 
 def _options_dict(options: ExportOptions) -> dict[str, Any]:

@@ -135,14 +135,13 @@ def graph_path(export_dir: str | os.PathLike, manifest: Mapping[str, Any], role:
 
 
 def verify_files(export_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> list[str]:
-    """Problems (missing files, size/SHA-256 mismatches) between the manifest and the directory."""
-    export_dir = Path(export_dir)
+    """Problems (missing files, size/SHA-256 mismatches) between the manifest and the directory.
+
+    The same cached check the runtime runs when it opens a model directory."""
+    from .._io import verify_sha256_cached
+
     problems = []
     for role, entry in manifest.get("files", {}).items():
-        for f in [entry, *entry.get("external_data", [])]:
-            p = export_dir / f["path"]
-            if not p.exists():
-                problems.append(f"{role}: {f['path']} is missing")
-            elif p.stat().st_size != f["size"] or sha256_file(p) != f["sha256"]:
-                problems.append(f"{role}: {f['path']} differs from the manifest (modified after export?)")
+        files = [(f["path"], f.get("size"), f["sha256"]) for f in [entry, *entry.get("external_data", [])]]
+        problems += [f"{role}: {p}" for p in verify_sha256_cached(export_dir, files)]
     return problems

@@ -23,7 +23,7 @@ def _files(d):
     return sorted(p.name for p in d.iterdir())
 
 
-def test_interrupted_export_leaves_nothing_that_looks_valid(reference_model, tmp_path, monkeypatch):
+def test_interrupted_reexport_keeps_the_previous_export_complete(reference_model, tmp_path, monkeypatch):
     out = tmp_path / "out"
     sam = reference_model("mobile_sam")
     src = random_source("mobile_sam", 0)
@@ -41,8 +41,10 @@ def test_interrupted_export_leaves_nothing_that_looks_valid(reference_model, tmp
     monkeypatch.setattr(ex, "write_manifest", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_model(sam, out, src, opts)
-    # no manifest, no graph of this (or the previous) export, no temporaries or staging dirs
-    assert _files(out) == []
+    # the previous export is back in place, byte for byte, and its manifest still verifies;
+    # no temporaries or staging dirs are left
+    assert _files(out) == ["decoder.onnx", "decoder.onnx.data", "manifest.json"]
+    assert verify_files(out, read_manifest(out)) == []
 
 
 def test_failure_while_tracing_writes_nothing(reference_model, tmp_path, monkeypatch):

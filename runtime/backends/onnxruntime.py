@@ -13,8 +13,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..._io import EXPORT_STAGING_PREFIX, verify_sha256_cached
 from ...contract import ModelContract, read_onnx_contract
-from ...errors import BackendUnavailableError, InputError, MissingFileError
+from ...errors import BackendUnavailableError, ContractError, InputError, MissingFileError
 from .base import BackendBase
 from .ort_lowering import lower_file_for_cpu
 
@@ -235,10 +236,18 @@ def find_graphs(model_dir: str) -> tuple[str, str]:
 
 
 def find_files_in_dir(model_dir: str, exts: tuple[str, ...], defaults: tuple[str, str]) -> tuple[str, str]:
+    """(encoder, decoder) files in ``model_dir``, named by its ``manifest.json`` when there is one.
+
+    When the manifest records SHA-256 digests for the files it names, they are verified (cached by
+    size / mtime / inode, see :func:`samdeploy._io.verify_sha256_cached`) and a file that does not
+    match is refused: a manifest must describe the files next to it. A directory without a manifest
+    (hand-made, or ``encoder=``/``decoder=`` files) is used as is, unless an unfinished export's
+    staging directory shows that its files may be a mix of two exports."""
     if not os.path.isdir(model_dir):
         raise MissingFileError(f"model directory not found: {model_dir}", hint="run `samdeploy export --out DIR` first")
     names = list(defaults)
     man = os.path.join(model_dir, "manifest.json")
+    to_verify: list[tuple[str, Optional[int], str]] = []
     if os.path.exists(man):
         try:
             with open(man, encoding="utf-8") as fh:
@@ -249,14 +258,34 @@ def find_files_in_dir(model_dir: str, exts: tuple[str, ...], defaults: tuple[str
                 name = entry.get("path") or entry.get("file") if isinstance(entry, dict) else entry
                 if isinstance(name, str) and name.endswith(exts):
                     names[i] = name
+                    if isinstance(entry, dict):  # (path, size, sha256) of the graph and its external data
+                        for f in [entry, *(entry.get("external_data") or [])]:
+                            if isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str):
+                                size = f.get("size")
+                                to_verify.append((f["path"], size if isinstance(size, int) else None, f["sha256"]))
         except (OSError, ValueError, AttributeError):
-            pass  # fall back to the default names; the contract check still guards pairing
+            to_verify = []  # fall back to the default names; the contract check still guards pairing
+    elif any(n.startswith(EXPORT_STAGING_PREFIX) for n in os.listdir(model_dir)):
+        # no manifest but an export's staging dir: an export was killed while replacing the files
+        # (or is running right now), so the graphs here may be a mix of two exports
+        raise ContractError(
+            f"{model_dir} has no manifest.json and an unfinished `samdeploy export` in it",
+            hint="wait for the running export to finish, or re-run `samdeploy export --out DIR`",
+        )
     paths = tuple(os.path.join(model_dir, n) for n in names)
     for role, p in zip(("encoder", "decoder"), paths):
         if not os.path.exists(p):
             raise MissingFileError(
                 f"{role} file not found in {model_dir} (expected {os.path.basename(p)})",
                 hint="pass --encoder/--decoder explicitly, or export the model into this directory",
+            )
+    if to_verify:
+        problems = verify_sha256_cached(model_dir, to_verify)
+        if problems:
+            raise ContractError(
+                f"the files in {model_dir} do not match its manifest.json:\n    " + "\n    ".join(problems),
+                hint="re-run `samdeploy export --out DIR` into this directory (an export that was "
+                "interrupted or files copied over it leave a mismatch)",
             )
     return paths  # type: ignore[return-value]
 
