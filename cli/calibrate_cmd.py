@@ -1,6 +1,6 @@
 """``samdeploy calibrate``: INT8 post-training quantization (Hessian-guided scale search) -> QDQ ONNX.
 
-    samdeploy calibrate --model-dir exp --out exp/int8                       # Hessian, encoder, 8 photos
+    samdeploy calibrate --model-dir exp --out exp/int8                       # Hessian, encoder, the 7 bundled photos
     samdeploy calibrate --model-dir exp --out int8 --images calib/ --eval-images holdout/ --compare-methods
     samdeploy calibrate --model-dir exp --out int8 --auto-mixed-precision --gate-mean-iou 0.98
 
@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--images", nargs="+", metavar="PATH",
                       help="calibration image files and/or folders, any size (default: bundled photographs)")
-    data.add_argument("--num-images", type=int, default=8, metavar="N", help="calibration images to use (default 8, as TinySAM)")
+    data.add_argument("--num-images", type=int, default=8, metavar="N",
+                      help="calibration images to use, at most (default 8, as TinySAM). Without --images the "
+                           "bundled set has 7 photographs, so the default calibrates on those 7")
     data.add_argument("--eval-images", nargs="+", metavar="PATH",
                       help="held-out images for the accuracy gate (default: bundled held-out photographs)")
     data.add_argument("--prompts-per-image", type=int, default=8, metavar="N",

@@ -29,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rt = p.add_argument_group("runtime")
     rt.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
                     help="runtime backend of samdeploy.runtime (tensorrt: pass engine files as --encoder/--decoder)")
-    rt.add_argument("--provider", default="cpu", help="ONNX Runtime execution provider: cpu (default), cuda, tensorrt")
+    rt.add_argument("--providers", dest="provider", default="cpu", metavar="PROVIDERS",
+                    help="ONNX Runtime execution provider: cpu (default), cuda, tensorrt (same flag as predict/bench)")
+    rt.add_argument("--provider", dest="provider", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
     rt.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
     rt.add_argument("--encoder", metavar="PATH", help="check this encoder file instead of the manifest's")
     rt.add_argument("--decoder", metavar="PATH", help="check this decoder file instead of the manifest's")
@@ -52,9 +54,17 @@ def run(args: argparse.Namespace) -> int:
         random_seed = args.seed if args.seed is not None else int(source.get("seed", 0))
     elif args.seed is not None:
         raise InputError("--seed only applies with --random-weights", hint="use --prompt-seed to move the prompts")
+    provider = args.provider
+    if isinstance(provider, str) and "," in provider:
+        # predict/bench take a comma-separated list; the parity check opens one provider (its
+        # standard fallbacks, e.g. CUDA -> CPU, are added by the backend), so use the first.
+        names = [x.strip() for x in provider.split(",") if x.strip()]
+        if not names:
+            raise InputError(f"--providers {provider!r} names no provider", hint="e.g. --providers cpu or --providers cuda")
+        provider = names[0]
     options = CheckOptions(
         precision=args.precision, thresholds=args.threshold, seed=args.prompt_seed, max_images=args.max_images,
-        backend=args.backend, provider=args.provider if args.backend == "onnxruntime" else None,
+        backend=args.backend, provider=provider if args.backend == "onnxruntime" else None,
         threads=args.threads, encoder=args.encoder, decoder=args.decoder,
     )
     from ..check.thresholds import resolve_thresholds

@@ -37,8 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=int, default=None,
                    help="most prompts per decoder graph run (default: the Predictor's; raise it on a GPU)")
     g.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks with predicted IoU > this (0.88)")
-    g.add_argument("--stability-score-thresh", type=float, default=0.95, help="keep masks with stability >= this (0.95)")
-    g.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset of the stability score (1.0)")
+    g.add_argument("--stability-score-thresh", type=float, default=0.95,
+                   help="keep masks with stability >= this, in [0, 1]; 0 = no stability filter (0.95)")
+    g.add_argument("--stability-score-offset", type=float, default=1.0,
+                   help="logit offset of the stability score, >= 0 (1.0)")
     g.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU above which duplicates are dropped (0.7)")
     g.add_argument("--crop-n-layers", type=int, default=0, help="extra crop layers; layer i has (2^i)^2 crops (0)")
     g.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box NMS threshold across crops (0.7)")
@@ -59,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--border-snap", type=float, default=20.0,
                    help="snap box edges within this many px of the image border onto it (20; 0 = off)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", default=None, help="output directory (default: <image-stem>_everything next to the image)")
+    o.add_argument("--out", default=None, help="output directory (default: <image-stem>_everything next to the image; "
+                   "sample:NAME -> ./NAME_everything)")
     o.add_argument("--mask-pngs", action="store_true", help="also write masks/mask_<i>.png for every mask")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -98,6 +101,45 @@ def load_boxes(path: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float32).reshape(-1, 4)
 
 
+def _finite_or_none(obj: Any) -> tuple[Any, int]:
+    """Replace NaN/Inf floats (at any depth) by None so the JSON is strict; returns (obj, count)."""
+    if isinstance(obj, (float, np.floating)):
+        return (None, 1) if not np.isfinite(obj) else (obj, 0)
+    if isinstance(obj, dict):
+        n = 0
+        out = {}
+        for k, v in obj.items():
+            out[k], c = _finite_or_none(v)
+            n += c
+        return out, n
+    if isinstance(obj, (list, tuple)):
+        n = 0
+        items = []
+        for v in obj:
+            v2, c = _finite_or_none(v)
+            items.append(v2)
+            n += c
+        return items, n
+    return obj, 0
+
+
+def _check_params(args: argparse.Namespace) -> None:
+    from samdeploy.errors import InputError
+
+    t = args.stability_score_thresh
+    if not np.isfinite(t) or not 0.0 <= t <= 1.0:
+        raise InputError(f"--stability-score-thresh must be in [0, 1] (got {t})",
+                         hint="the stability score is an IoU; 0 disables the stability filter")
+    off = args.stability_score_offset
+    if not np.isfinite(off) or off < 0.0:
+        raise InputError(f"--stability-score-offset must be >= 0 (got {off})",
+                         hint="it is the logit margin around the mask threshold (SAM's default 1.0)")
+    for name in ("pred_iou_thresh", "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio", "high_score_thresh", "border_snap"):
+        v = getattr(args, name)
+        if not np.isfinite(v):
+            raise InputError(f"--{name.replace('_', '-')} must be a finite number (got {v})")
+
+
 def _progress_bar(enabled: bool):
     if not enabled:
         return None, lambda: None
@@ -115,16 +157,18 @@ def _progress_bar(enabled: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from samdeploy._io import write_json_atomic
+    from samdeploy.cli._args import default_out_dir, image_source
+    from samdeploy._io import write_text_atomic
     from samdeploy.images import load_image
     from samdeploy.runtime import Predictor
     from samdeploy.runtime.amg import MaskGenerator
     from samdeploy.runtime.amg_utils import rle_to_mask
     from samdeploy.runtime.overlay import draw_overlay, write_png
 
+    _check_params(args)
     image = load_image(args.image)
     boxes = load_boxes(args.boxes) if args.boxes else None
-    out_dir = Path(args.out) if args.out else Path(args.image).with_name(Path(args.image).stem + "_everything")
+    out_dir = Path(args.out) if args.out else default_out_dir(args.image, "_everything")
     params = dict(
         points_per_side=args.points_per_side,
         points_per_batch=args.points_per_batch,
@@ -179,10 +223,17 @@ def run(args: argparse.Namespace) -> int:
     for i, r in enumerate(records):
         r["id"] = i
     mode = stats["mode"]
-    write_json_atomic(
+    # A mask whose low (threshold - offset) mask is empty has stability 0/0 = NaN (SAM keeps it when
+    # the stability filter is off, --stability-score-thresh 0): undefined, written as null (strict JSON).
+    records, n_undefined = _finite_or_none(records)
+    stats, n_stats = _finite_or_none(stats)
+    n_undefined += n_stats
+    if n_undefined:
+        stats["non_finite_values_as_null"] = n_undefined
+    write_text_atomic(
         out_dir / "masks.json",
-        {
-            "image": os.path.abspath(args.image),
+        json.dumps({
+            "image": image_source(args.image),
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
             "model": info.get("model_id"),
@@ -190,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
             "params": {k: params[k] for k in ("box_batch", "border_snap")} if boxes is not None else params,
             "stats": stats,
             "annotations": records,
-        },
+        }, indent=2, sort_keys=True, allow_nan=False) + "\n",
     )
 
     summary = {

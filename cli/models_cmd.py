@@ -1,6 +1,6 @@
 """``samdeploy models``: the checkpoint registry and model variants.
 
-    samdeploy models list [--json]                  registry table (torch-free)
+    samdeploy models list [--json]                  registry table: name, family, size, hash, licence, URL (torch-free)
     samdeploy models download NAME [--cache-dir D]  verified download into the cache; prints the path
     samdeploy models inspect CHECKPOINT [--model auto] [--trust-pickle]
                                                     what a checkpoint file is (family, variant, hash)
@@ -48,10 +48,10 @@ def _list(args: argparse.Namespace) -> int:
 
         print(json.dumps({k: dataclasses.asdict(v) for k, v in REGISTRY.items()}, indent=2))
         return 0
-    rows = [("NAME", "MODEL", "FAMILY", "SIZE", "HASH", "LICENSE", "SOURCE")]
+    rows = [("NAME", "MODEL", "FAMILY", "SIZE", "HASH", "LICENSE", "URL")]
     for c in REGISTRY.values():
         rows.append((c.name, c.variant, c.family, _human_size(c.size), c.hash_summary, c.license,
-                     c.source if c.url else f"{c.source} (manual download)"))
+                     c.url if c.url else f"(manual download: {c.page})"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
@@ -61,9 +61,22 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..models.registry import download
+    from ..errors import DownloadError
+    from ..models.registry import cache_dir, download, get_checkpoint
 
-    path = download(args.name, cache_dir=args.cache_dir, progress=not args.quiet)
+    folder = cache_dir(args.cache_dir)
+    try:
+        path = download(args.name, cache_dir=args.cache_dir, progress=not args.quiet)
+    except DownloadError as exc:
+        # Say WHERE the cache folder is (the registry's hint only says "the cache folder").
+        message = str(exc).split("\n  hint: ", 1)[0]
+        hint = exc.hint or ""
+        target = folder / get_checkpoint(args.name).filename
+        if "cache folder" in hint:
+            hint = hint.replace("the cache folder", f"the cache folder as {target}")
+        else:
+            hint = (hint + "; " if hint else "") + f"or copy it to {target} (the cache folder)"
+        raise DownloadError(message, hint=hint) from None
     print(path)
     return 0
 

@@ -114,23 +114,8 @@ def check_in_frame(coords, boxes, hw: tuple[int, int]) -> None:
                              hint=f"give {what} in image pixels: x in 0..{w}, y in 0..{h}")
 
 
-def default_out_dir(image: str) -> Path:
-    """``photo.jpg`` -> ``photo_samdeploy`` beside it; ``sample:astronaut`` -> ``./astronaut_samdeploy``."""
-    from samdeploy.images import SAMPLE_PREFIX
-
-    if str(image).startswith(SAMPLE_PREFIX):
-        return Path(str(image)[len(SAMPLE_PREFIX):] + "_samdeploy")
-    return Path(image).with_name(Path(image).stem + "_samdeploy")
-
-
-def image_source(image: str) -> str:
-    """What masks.json records as the image: a sample name as given, a file as an absolute path."""
-    from samdeploy.images import SAMPLE_PREFIX
-
-    return str(image) if str(image).startswith(SAMPLE_PREFIX) else os.path.abspath(image)
-
-
 def run(args: argparse.Namespace) -> int:
+    from samdeploy.cli._args import default_out_dir, image_source
     from samdeploy.images import load_image
     from samdeploy.runtime import Predictor
     from samdeploy.runtime.overlay import draw_overlay, write_png, write_rle_json
@@ -138,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     coords, labels, boxes = build_prompts(args.point, args.box)
     image = load_image(args.image)
     check_in_frame(coords, boxes, image.shape[:2])
-    out_dir = Path(args.out) if args.out else default_out_dir(args.image)
+    out_dir = Path(args.out) if args.out else default_out_dir(args.image, "_samdeploy")
     if out_dir.exists() and not out_dir.is_dir():
         from samdeploy.errors import InputError
 

@@ -109,8 +109,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"source   {stats.source}  ({'live' if stats.live else 'file'}, {stats.source_fps:.1f} fps, "
           f"{'drop stale frames' if stats.drop else 'every frame'})")
     print(f"frames   read {stats.frames_read}, processed {stats.frames_processed}, dropped {stats.frames_dropped}")
-    print(f"speed    {stats.fps:.2f} FPS end to end | model {stats.model_ms_mean:.1f} ms/frame "
-          f"({1e3 / max(stats.model_ms_mean, 1e-9):.2f} FPS) | {stats.objects} object(s)"
+    # Guard the divisions: a sub-microsecond (or zero) mean would print an absurd FPS.
+    model_fps = f"{1e3 / stats.model_ms_mean:.2f} FPS" if stats.model_ms_mean >= 1e-3 else "n/a"
+    e2e_fps = f"{stats.fps:.2f} FPS" if stats.fps > 0 else "n/a"
+    print(f"speed    {e2e_fps} end to end | model {stats.model_ms_mean:.1f} ms/frame "
+          f"({model_fps}) | {stats.objects} object(s)"
           + (f", tracked ({stats.lost_frames} object-frames lost)" if args.track else ""))
     if args.out or args.jsonl:
         print("wrote    " + ", ".join(x for x in (args.out, args.jsonl) if x))

@@ -11,6 +11,10 @@ What is accepted:
   :class:`~samdeploy.errors.UnsafeCheckpointError` unless ``trust_pickle=True``, which unpickles it
   (running whatever code it names) and takes ``.state_dict()`` from the module.
 
+Integrity: a zip-format file is CRC-checked member by member before unpickling (a flipped or zeroed
+byte raises :class:`~samdeploy.errors.CheckpointError` naming the corrupt member), and a state_dict
+with NaN/Inf in any floating tensor is refused (naming the first bad keys).
+
 Every key and shape must match the variant exactly (no ``strict=False``): a damaged, truncated or
 foreign file raises :class:`~samdeploy.errors.CheckpointError` that says what the file looks like.
 MobileSAM and TinySAM files have identical keys and shapes, so ``variant="auto"`` answers
@@ -19,9 +23,13 @@ MobileSAM and TinySAM files have identical keys and shapes, so ``variant="auto"`
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
 import re
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -181,27 +189,95 @@ def _unsafe_globals(path: Path) -> list[str]:
         return []
 
 
-def _torch_load(path: Path, trust_pickle: bool) -> Any:
-    damaged = CheckpointError(
-        f"{path} is not a readable PyTorch checkpoint (damaged, truncated, or another file type)",
+def _damaged(path: Path, what: str = "damaged, truncated, or another file type") -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable PyTorch checkpoint ({what})",
         hint="re-download it (`samdeploy models download NAME`) and check its SHA-256, or point --checkpoint at the right file",
     )
+
+
+def _check_zip_integrity(path: Path) -> None:
+    """CRC-check every member of a zip-format (torch >= 1.6) checkpoint. torch.load does not verify
+    CRCs, so changed bytes inside a weight record would otherwise load silently as wrong weights."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy format, raw pickle or foreign bytes: torch.load decides
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
+        raise _damaged(path, f"corrupt zip container: {type(exc).__name__}: {exc}") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} is corrupt: zip member {bad!r} fails its CRC-32 check (its bytes changed after the file "
+            "was written, e.g. a bad download or disk error); the weights it holds cannot be trusted",
+            hint="re-download it (`samdeploy models download NAME`) and compare its SHA-256 with the registry",
+        )
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """Scan (never execute) the pickle stream of ``path``: the Python globals it names, or None if
+    the file is not a parseable pickle (zip checkpoints: their ``data.pkl`` member)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    return None
+                data = zf.read(member)
+        else:
+            data = path.read_bytes()
+        names: list[str] = []
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+            elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
+                strings.append(str(arg))
+        return list(dict.fromkeys(names))
+    except Exception:
+        return None
+
+
+_SAFE_GLOBAL_PREFIXES = ("torch._utils._rebuild", "collections.OrderedDict", "torch.FloatStorage", "torch.HalfStorage",
+                         "torch.BFloat16Storage", "torch.DoubleStorage", "torch.LongStorage", "torch.IntStorage",
+                         "torch.ByteStorage", "torch.BoolStorage", "torch.serialization._get_layout", "torch.float",
+                         "torch.half", "torch.bfloat16", "torch.device", "torch.Size")
+
+
+def _unsafe_pickle_error(path: Path, names: list[str]) -> UnsafeCheckpointError:
+    shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+    return UnsafeCheckpointError(
+        f"{path} contains pickled Python objects{f' referencing {shown}' if shown else ''}, not a plain "
+        "state_dict of tensors (it needs torch.load(weights_only=False)). Unpickling it runs code named "
+        "inside the file, which can execute arbitrary commands (this is how Q-TinySAM and the "
+        "global-pruned SlimSAM files are stored)",
+        hint="only if you trust where the file came from, pass --trust-pickle "
+        "(load_checkpoint(..., trust_pickle=True)); the classes it names must be importable. "
+        "Better: save `model.state_dict()` from the original code once and load that file",
+    )
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    _check_zip_integrity(path)
+    damaged = _damaged(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
-        names = _unsafe_globals(path) if not trust_pickle else []
-        # "Unsupported global" = a real pickle naming Python classes; other weights-only failures
-        # ("Unsupported operand", "invalid load key") are damaged or foreign bytes.
-        if not trust_pickle and ("Unsupported global" in str(exc) or names):
-            shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
-            raise UnsafeCheckpointError(
-                f"{path} is a pickled Python object{f' referencing {shown}' if shown else ''}, not a plain "
-                "state_dict. Unpickling it runs code named inside the file, which can execute arbitrary "
-                "commands (this is how Q-TinySAM and the global-pruned SlimSAM files are stored)",
-                hint="only if you trust where the file came from, pass --trust-pickle "
-                "(load_checkpoint(..., trust_pickle=True)); the classes it names must be importable. "
-                "Better: save `model.state_dict()` from the original code once and load that file",
-            ) from None
+        if trust_pickle:
+            raise damaged from None
+        names = _unsafe_globals(path)
+        # "Unsupported global" = a real pickle naming Python classes. Other weights-only failures
+        # ("Unsupported operand 149" from a plain pickle.dump, ...) may still be a valid pickle of
+        # Python objects: scan the opcodes (without executing anything) before calling it damaged.
+        if not names:
+            scanned = _pickle_globals(path)
+            unsafe = [n for n in scanned or [] if not n.startswith(_SAFE_GLOBAL_PREFIXES)]
+            if scanned is not None and ("Unsupported global" in str(exc) or unsafe):
+                raise _unsafe_pickle_error(path, unsafe) from None
+        if "Unsupported global" in str(exc) or names:
+            raise _unsafe_pickle_error(path, names) from None
         raise damaged from None
     except (ModuleNotFoundError, AttributeError, ImportError) as exc:
         # only with trust_pickle: the pickle names classes that are not importable here
@@ -210,7 +286,19 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
             hint="put the original project's code (e.g. the TinySAM or SlimSAM repository) on PYTHONPATH, "
             "or export `model.state_dict()` with that code and load the resulting file",
         ) from None
-    except Exception:  # the unpickler fails in many ways on damaged bytes (struct.error, EOFError, ...)
+    except Exception as exc:  # the unpickler fails in many ways on damaged bytes (struct.error, EOFError, ...)
+        if trust_pickle and "magic number" in str(exc) and _pickle_globals(path) is not None:
+            # a plain pickle.dump() file (not torch.save): the user trusts it, so unpickle it as such
+            try:
+                with open(path, "rb") as fh:
+                    return pickle.load(fh)
+            except (ModuleNotFoundError, AttributeError, ImportError) as exc2:
+                raise CheckpointError(
+                    f"{path} is a pickled object whose classes cannot be imported here ({type(exc2).__name__}: {exc2})",
+                    hint="put the original project's code on PYTHONPATH, or export `model.state_dict()` with it",
+                ) from None
+            except Exception:
+                raise damaged from None
         raise damaged from None
 
 
@@ -250,6 +338,26 @@ def _strip_wrappers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {re.sub(r"(^|\.)module\.", r"\1", k): v for k, v in sd.items()}
 
 
+def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
+    bad: list[str] = []
+    for k, t in sd.items():
+        if t.is_floating_point() or t.is_complex():
+            if t.device.type == "meta" or t.numel() == 0:
+                continue
+            if not bool(torch.isfinite(t).all()):
+                bad.append(k)
+    if bad:
+        first = sd[bad[0]]
+        n_nan = int(torch.isnan(first).sum())
+        n_inf = int(torch.isinf(first).sum())
+        raise CheckpointError(
+            f"{path} has non-finite weights (NaN/Inf) in {len(bad)} tensor(s): {_names(bad, 4)} "
+            f"(first: {n_nan} NaN, {n_inf} Inf of {first.numel()} values); a model built from it "
+            "would output garbage",
+            hint="the training run diverged or the file is damaged: use another checkpoint or re-download it",
+        )
+
+
 def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], str]:
     """Read a checkpoint file -> (state_dict, container description). See the module docstring."""
     path = Path(path)
@@ -259,6 +367,7 @@ def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> tupl
         raise InputError(f"{path} is a directory, not a checkpoint file", hint="pass the .pth/.pt file itself")
     obj = _torch_load(path, trust_pickle)
     sd, container = _unwrap(obj, path)
+    _check_finite(sd, path)
     return _strip_wrappers(sd), container
 
 

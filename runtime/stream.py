@@ -375,12 +375,14 @@ def run_stream(
     stop = stop or threading.Event()
     capture = _Capture(frames, queue, stop, cap)
     model_ms = latency_ms = 0.0
+    source_ended = False  # the producer finished (source exhausted), as opposed to max_frames / stop
     t_start = time.perf_counter()
     capture.start()
     try:
         while max_frames is None or stats.frames_processed < max_frames:
             frame = queue.get()
             if frame is None:
+                source_ended = True
                 break
             t_got = time.perf_counter()
             hw = frame.image.shape[:2]
@@ -411,13 +413,19 @@ def run_stream(
         if isinstance(err, InputError):
             raise err
         raise InputError(f"reading {info.description} failed: {type(err).__name__}: {err}")
+    if source_ended and stats.frames_processed == 0 and capture.read == 0:
+        raise InputError(
+            f"source {info.description} yielded no frames (OpenCV opened it but could not decode a single frame)",
+            hint="check that the file is a complete, non-empty video (e.g. `ffprobe FILE`), re-encode it "
+            "to MP4/H.264 or AVI/MJPG, or check the camera/stream is delivering images",
+        )
     stats.seconds = time.perf_counter() - t_start
     # Frames still in flight when the consumer stopped (max_frames, stop) were never offered to the
     # model: not counted, so that read = processed + dropped.
     stats.frames_read = capture.read - queue.discarded
     stats.frames_dropped = queue.dropped
     n = max(1, stats.frames_processed)
-    stats.fps = stats.frames_processed / stats.seconds if stats.seconds > 0 else 0.0
+    stats.fps = stats.frames_processed / stats.seconds if stats.seconds > 0 and stats.frames_processed else 0.0
     stats.model_ms_mean = model_ms / n
     stats.latency_ms_mean = latency_ms / n
     return stats

@@ -9,7 +9,7 @@ import cv2
 import pytest
 
 from samdeploy.cli.main import _join_negative_values, main
-from samdeploy.cli.predict_cmd import default_out_dir, image_source
+from samdeploy.cli._args import default_out_dir, image_source
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,8 @@ def test_negative_values_are_joined_only_after_coordinate_flags():
 
 
 def test_sample_sources_make_plain_output_names():
-    assert str(default_out_dir("sample:astronaut")) == "astronaut_samdeploy"
-    assert str(default_out_dir("/data/photo.jpg")) == "/data/photo_samdeploy"
+    assert str(default_out_dir("sample:astronaut", "_samdeploy")) == "astronaut_samdeploy"
+    assert str(default_out_dir("/data/photo.jpg", "_samdeploy")) == "/data/photo_samdeploy"
     assert image_source("sample:astronaut") == "sample:astronaut"
 
 
