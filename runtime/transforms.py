@@ -13,9 +13,14 @@ from ..errors import InputError
 
 
 def resized_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
-    """SAM's ResizeLongestSide target size: scale = long/max(h, w); new = int(old*scale + 0.5)."""
+    """SAM's ResizeLongestSide target size: scale = long/max(h, w); new = int(old*scale + 0.5).
+
+    Each side is at least 1 pixel, so any aspect ratio works (SAM's formula gives 0 for the short
+    side of images longer than ``2*long_side``:1, e.g. 1x3000; for all other sizes this is SAM's)."""
+    if h < 1 or w < 1:
+        raise InputError(f"image size must be positive, got {h}x{w}", hint="pass a non-empty HxWx3 image")
     scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def resize_image(image: np.ndarray, size_hw: tuple[int, int], interpolation: str = "bilinear_antialias") -> np.ndarray:
