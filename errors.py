@@ -51,6 +51,10 @@ class PredictorStateError(SamDeployError, RuntimeError):
     """An operation was called in the wrong order (e.g. predict() before set_image())."""
 
 
+class NumericalError(SamDeployError, RuntimeError):
+    """A backend returned NaN/inf for inputs that passed validation (never handed to the caller)."""
+
+
 class BackendUnavailableError(SamDeployError, RuntimeError):
     """The requested inference backend (TensorRT, CUDA EP, ...) is not installed or has no device."""
 

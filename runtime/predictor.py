@@ -22,6 +22,8 @@ Lower-level building blocks (used by the mask generator and streaming):
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import time
 from typing import Any, Optional, Sequence
@@ -29,13 +31,61 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..contract import ModelContract
-from ..errors import InputError, PredictorStateError
+from ..errors import ContractError, InputError, NumericalError, PredictorStateError
 from ..images import to_rgb_uint8
 from .backends import GraphPair, load_model
 from .prompts import PromptLimits, check_boxes, check_mask_input, check_points, pack_prompts
 from .transforms import apply_boxes, apply_coords, preprocess_image, resized_shape, upscale_masks
 
 IMAGE_FORMATS = ("RGB", "BGR")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _positive_int(name: str, v: Any, err=InputError) -> int:
+    if not _is_int(v) or int(v) < 1:
+        raise err(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def validate_contract(contract: Any) -> None:
+    """Check the contract fields the Predictor relies on; a tampered contract raises ContractError."""
+    hint = "the model's contract metadata is damaged or hand-edited; re-export the model with `samdeploy export`"
+    try:
+        pre, dec = contract.preprocess, contract.decoder
+        fields = {
+            "preprocess.input_size": pre.input_size,
+            "decoder.num_mask_tokens": dec.num_mask_tokens,
+            "decoder.low_res_size": dec.low_res_size,
+        }
+        for name, v in fields.items():
+            if not _is_int(v) or int(v) < 1:
+                raise ContractError(f"contract field {name} must be a positive integer, got {v!r}", hint=hint)
+        t = int(dec.num_mask_tokens)
+        tokens = dec.multimask_tokens
+        if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__") or len(tokens) == 0 or not all(
+            _is_int(i) and 0 <= int(i) < t for i in tokens
+        ):
+            raise ContractError(
+                f"contract field decoder.multimask_tokens must be token indices in [0, {t}), got {tokens!r}", hint=hint
+            )
+        st = dec.single_mask_token
+        if not _is_int(st) or not 0 <= int(st) < t:
+            raise ContractError(f"contract field decoder.single_mask_token must be in [0, {t}), got {st!r}", hint=hint)
+        es = dec.embedding_shape
+        if isinstance(es, (str, bytes)) or not hasattr(es, "__len__") or len(es) != 3 or not all(
+            _is_int(i) and int(i) >= 1 for i in es
+        ):
+            raise ContractError(f"contract field decoder.embedding_shape must be 3 positive integers, got {es!r}", hint=hint)
+        thr = dec.mask_threshold
+        if isinstance(thr, bool) or not isinstance(thr, numbers.Real) or not math.isfinite(float(thr)):
+            raise ContractError(f"contract field decoder.mask_threshold must be a finite number, got {thr!r}", hint=hint)
+        if not isinstance(dec.always_multimask, (bool, np.bool_)):
+            raise ContractError(f"contract field decoder.always_multimask must be a bool, got {dec.always_multimask!r}", hint=hint)
+    except AttributeError as exc:
+        raise ContractError(f"the model contract lacks a field the runtime needs ({exc})", hint=hint) from None
 
 
 class Predictor:
@@ -53,7 +103,17 @@ class Predictor:
         max_points: most clicks per prompt; max_prompts: most prompts per ``predict_batch`` call.
         fast_postprocess: fuse SAM's two mask resizes into one (about 25% faster post-processing;
             identical for smooth trained-model logits, see ``transforms.upscale_masks``).
-        backend_options: passed to the backend's ``open_graph``.
+        allow_outside_points: ``False`` (default): point and box coordinates must lie in the original
+            image frame, ``x in [0, W]``, ``y in [0, H]`` (closed edges), else :class:`InputError`.
+            ``True``: accept coordinates outside the image as SamPredictor does (still bounded to
+            ``prompts.OUTSIDE_MARGIN`` image sizes around the frame, so they stay finite in fp16/fp32).
+        backend_options: passed to the backend's ``open_graph`` (unknown names raise InputError).
+
+    All prompt checks (shapes, dtypes, finiteness in float32, frame bounds, labels in (-1, 0, 1),
+    counts) run before any encoder/decoder work. ``predict()`` with no prompt, only ``mask_input`` or
+    empty ``(0, 2)`` points decodes the single padding point ``(0, 0, -1)`` like SamPredictor;
+    ``predict_batch`` with K = 0 prompts returns empty arrays. Non-finite backend outputs raise
+    :class:`NumericalError` instead of being returned.
     """
 
     def __init__(
@@ -69,21 +129,55 @@ class Predictor:
         max_points: int = 64,
         max_prompts: int = 4096,
         fast_postprocess: bool = False,
+        allow_outside_points: bool = False,
         **backend_options: Any,
     ) -> None:
         for name, v in (("max_batch", max_batch), ("max_points", max_points), ("max_prompts", max_prompts)):
-            if int(v) < 1:
-                raise InputError(f"{name} must be >= 1, got {v}")
-        if isinstance(model, GraphPair):
-            self.model = model
-        else:
-            self.model = load_model(
-                model, encoder=encoder, decoder=decoder, backend=backend, providers=providers, threads=threads,
-                **backend_options,
+            _positive_int(name, v)
+        if threads is not None and (not _is_int(threads) or int(threads) < 0):
+            raise InputError(f"threads must be None or an integer >= 0 (0 = backend default), got {threads!r}")
+        if providers is not None and not isinstance(providers, str) and not (
+            isinstance(providers, (list, tuple)) and all(isinstance(p, str) for p in providers)
+        ):
+            raise InputError(
+                f"providers must be a string or a list of strings, got {providers!r}",
+                hint="e.g. providers=['cpu'] or providers='cuda,cpu'",
             )
+        if not isinstance(backend, str):
+            raise InputError(f"backend must be a string such as 'onnxruntime' or 'tensorrt', got {backend!r}")
+        for name, v in (("fast_postprocess", fast_postprocess), ("allow_outside_points", allow_outside_points)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise InputError(f"{name} must be True or False, got {v!r}")
+        if model is not None and not isinstance(model, (GraphPair, str, os.PathLike)):
+            raise InputError(f"model must be a model directory or a GraphPair, got {type(model).__name__}")
+        if isinstance(model, GraphPair):
+            if backend_options:
+                raise InputError(
+                    f"unexpected keyword argument(s) {sorted(backend_options)} with an already loaded GraphPair",
+                    hint="backend options go to load_model() when the model is already opened",
+                )
+            self.model = model
+            validate_contract(model.contract)
+        else:
+            try:
+                self.model = load_model(
+                    model, encoder=encoder, decoder=decoder, backend=backend, providers=providers, threads=threads,
+                    **backend_options,
+                )
+            except TypeError as exc:  # an unknown keyword reached the backend's open_graph
+                raise InputError(
+                    f"invalid Predictor/backend option(s) {sorted(backend_options)}: {exc}",
+                    hint="see the Predictor docstring and the backend's open_graph() for accepted options",
+                ) from None
+            try:
+                validate_contract(self.model.contract)
+            except BaseException:
+                self.model.close()
+                raise
         self.contract: ModelContract = self.model.contract
         self.max_batch = int(max_batch)
         self.fast_postprocess = bool(fast_postprocess)
+        self.allow_outside_points = bool(allow_outside_points)
         self.limits = PromptLimits(max_points=int(max_points), max_prompts=int(max_prompts))
         self.timings: dict[str, float] = {}  # milliseconds of the last set_image / predict call
         self.reset_image()
@@ -107,20 +201,33 @@ class Predictor:
         t0 = time.perf_counter()
         x, input_hw = preprocess_image(rgb, self.contract.preprocess)
         t1 = time.perf_counter()
-        emb = self.model.encoder.run({"image": x})["image_embeddings"]
+        emb = np.asarray(self.model.encoder.run({"image": x})["image_embeddings"])
         t2 = time.perf_counter()
+        if not np.isfinite(emb).all():
+            raise NumericalError(
+                "the encoder backend returned NaN or inf for a valid image",
+                hint="compare the backend with ONNX Runtime CPU on this image (`samdeploy check`); if only a "
+                "reduced-precision build (fp16/int8) fails, rebuild it with more layers in fp32",
+            )
         self._store_embedding(emb, rgb.shape[:2])
         self.timings = {"preprocess_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3}
 
     def set_image_embedding(self, embedding: np.ndarray, original_size: tuple[int, int]) -> None:
         """Reuse an embedding from :meth:`get_image_embedding` for an image of ``original_size`` (H, W)."""
         try:
-            H, W = (int(v) for v in original_size)
-        except (TypeError, ValueError):
-            raise InputError(f"original_size must be (H, W), got {original_size!r}") from None
+            vals = [float(v) for v in original_size]
+            if len(vals) != 2 or not all(math.isfinite(v) and v == int(v) for v in vals):
+                raise ValueError
+            H, W = (int(v) for v in vals)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"original_size must be (H, W) integers, got {original_size!r}") from None
         if H < 1 or W < 1:
             raise InputError(f"original_size must be positive, got {(H, W)}")
-        self._store_embedding(np.asarray(embedding), (H, W))
+        try:
+            emb = np.asarray(embedding, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"embedding must be a float array, got {type(embedding).__name__}") from None
+        self._store_embedding(emb, (H, W))
 
     def get_image_embedding(self) -> np.ndarray:
         """The cached embedding ``[1, 256, 64, 64]`` (read-only)."""
@@ -147,7 +254,10 @@ class Predictor:
             )
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         if not np.isfinite(emb).all():
-            raise InputError("image embedding contains NaN or inf", hint="check the encoder (e.g. an fp16 overflow)")
+            raise InputError(
+                "image embedding contains NaN or inf",
+                hint="pass an embedding from get_image_embedding() of the same model",
+            )
         emb.setflags(write=False)
         self._embedding = emb
         self.original_size = (int(original_hw[0]), int(original_hw[1]))
@@ -173,9 +283,13 @@ class Predictor:
 
         Returns ``(masks [C,H,W] bool (float32 logits if return_logits), scores [C], low_res [C,256,256])``."""
         self._require_image()
-        coords, labels = check_points(point_coords, point_labels, batched=False, limits=self.limits)
-        boxes = check_boxes(box, batched=False)
-        masks_in = check_mask_input(mask_input, batched=False, k=1, size=self.contract.decoder.low_res_size)
+        self._check_flags(multimask_output, return_logits)
+        frame = dict(image_size=self.original_size, allow_outside=self.allow_outside_points)
+        coords, labels = check_points(point_coords, point_labels, batched=False, limits=self.limits, **frame)
+        boxes = check_boxes(box, batched=False, **frame)
+        masks_in = check_mask_input(
+            mask_input, batched=False, k=1, size=self.contract.decoder.low_res_size, limits=self.limits
+        )
         masks, scores, low = self._run(coords, labels, boxes, masks_in, 1, multimask_output, return_logits)
         return masks[0], scores[0], low[0]
 
@@ -193,8 +307,10 @@ class Predictor:
         All K prompts go through the decoder together (chunks of ``max_batch``). Returns
         ``(masks [K,C,H,W], scores [K,C], low_res [K,C,256,256])``."""
         self._require_image()
-        coords, labels = check_points(point_coords, point_labels, batched=True, limits=self.limits)
-        bxs = check_boxes(boxes, batched=True)
+        self._check_flags(multimask_output, return_logits)
+        frame = dict(image_size=self.original_size, allow_outside=self.allow_outside_points)
+        coords, labels = check_points(point_coords, point_labels, batched=True, limits=self.limits, **frame)
+        bxs = check_boxes(boxes, batched=True, **frame)
         ks = {a.shape[0] for a in (coords, bxs) if a is not None}
         if len(ks) > 1:
             raise InputError(
@@ -204,7 +320,10 @@ class Predictor:
         if not ks:
             if mask_input is None:
                 raise InputError("predict_batch() needs points, boxes or mask_input", hint="pass boxes=[K, 4] or point_coords=[K, N, 2]")
-            shape = np.shape(mask_input)
+            try:
+                shape = np.shape(mask_input)
+            except (TypeError, ValueError):
+                raise InputError("mask_input must be a numeric array [K, 1, 256, 256]") from None
             if len(shape) not in (3, 4):
                 raise InputError(f"mask_input has shape {shape}; expected [K, 1, 256, 256]")
             k = int(shape[0])
@@ -215,15 +334,34 @@ class Predictor:
                 f"{k} prompts exceeds the limit of {self.limits.max_prompts} per call",
                 hint="split the request, or raise the Predictor's max_prompts",
             )
-        masks_in = check_mask_input(mask_input, batched=True, k=k, size=self.contract.decoder.low_res_size)
+        masks_in = check_mask_input(
+            mask_input, batched=True, k=k, size=self.contract.decoder.low_res_size, limits=self.limits
+        )
+        if k == 0:  # nothing to decode: empty outputs of the usual shapes
+            d = self.contract.decoder
+            c = len(d.multimask_tokens) if (multimask_output or d.always_multimask) else 1
+            h, w = self.original_size
+            size = d.low_res_size
+            self.timings = {"prompt_ms": 0.0, "decoder_ms": 0.0, "postprocess_ms": 0.0, "prompts": 0}
+            return (
+                np.zeros((0, c, h, w), np.float32 if return_logits else np.bool_),
+                np.zeros((0, c), np.float32),
+                np.zeros((0, c, size, size), np.float32),
+            )
         return self._run(coords, labels, bxs, masks_in, k, multimask_output, return_logits)
+
+    @staticmethod
+    def _check_flags(multimask_output: Any, return_logits: Any) -> None:
+        for name, v in (("multimask_output", multimask_output), ("return_logits", return_logits)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise InputError(f"{name} must be True or False, got {v!r}")
 
     def _run(self, coords, labels, boxes, masks_in, k, multimask_output, return_logits):
         t0 = time.perf_counter()
         orig, inp = self.original_size, self.input_size
         c_in = apply_coords(coords, orig, inp) if coords is not None else None
         b_in = apply_boxes(boxes, orig, inp) if boxes is not None else None
-        pc, pl = pack_prompts(c_in, labels, b_in, k, self.contract.prompts.pad_point_when_no_box)
+        pc, pl = pack_prompts(c_in, labels, b_in, k, self.contract.prompts.pad_point_when_no_box, pad_empty=True)
         t1 = time.perf_counter()
         iou, low = self.decode(pc, pl, masks_in)
         t2 = time.perf_counter()
@@ -290,7 +428,14 @@ class Predictor:
                 "has_mask_input": has,
             }
         )
-        return out["iou_predictions"], out["low_res_masks"]
+        iou, low = np.asarray(out["iou_predictions"]), np.asarray(out["low_res_masks"])
+        if not (np.isfinite(iou).all() and np.isfinite(low).all()):
+            raise NumericalError(
+                "the decoder backend returned NaN or inf scores/logits for validated prompts",
+                hint="compare this backend with ONNX Runtime CPU on the same prompt (`samdeploy check`); "
+                "a reduced-precision build (fp16/int8) or a damaged export can cause this -- rebuild or re-export",
+            )
+        return iou, low
 
     def select(self, iou: np.ndarray, low_res: np.ndarray, multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
         """Pick mask tokens like SamPredictor: 1..3 for multimask (always for TinySAM contracts), else 0."""

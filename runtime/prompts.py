@@ -8,11 +8,21 @@ from inside ONNX Runtime.
 
 Packing (contract v1, as SAM's prompt encoder does): per prompt, the clicks come first, then the
 box as two corner points with labels 2 and 3; when no prompt has a box, a padding point
-``(0, 0, -1)`` is appended.
+``(0, 0, -1)`` is appended. A prompt with no clicks and no box (``predict()`` with nothing, or
+with only ``mask_input``) is packed as that single padding point (``pad_empty=True``), because the
+exported decoder needs at least one sparse point; with empty ``(0, 2)`` clicks this is exactly what
+SAM's prompt encoder does.
+
+Value checks (done in float32, the dtype the decoder sees, so values that overflow to inf are
+caught): coordinates must lie in the original image frame ``x in [0, W]``, ``y in [0, H]`` unless
+``allow_outside=True`` (SAM itself accepts outside points); even then they must stay within
+``OUTSIDE_MARGIN`` image sizes of the frame. ``mask_input`` logits must satisfy
+``|v| <= PromptLimits.max_abs_mask_logit``.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -21,6 +31,8 @@ import numpy as np
 from ..errors import InputError
 
 USER_LABELS = (-1, 0, 1)
+# With allow_outside=True, coordinates may lie up to this many image widths/heights outside the frame.
+OUTSIDE_MARGIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -29,24 +41,71 @@ class PromptLimits:
 
     max_points: int = 64  # clicks per prompt (box corners and the padding point not counted)
     max_prompts: int = 4096  # prompts per predict_batch() call (decoded in chunks of max_batch)
+    max_abs_mask_logit: float = 1e4  # |mask_input| bound (SAM's low-res logits are about +-50)
 
 
 def _as_float_array(x: Any, what: str) -> np.ndarray:
+    """``x`` as float64, checked finite *after* the cast to float32 (what the decoder receives)."""
     try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be numeric (got {type(x).__name__})", hint=f"pass {what} as a NumPy array of numbers") from None
-    if not np.isfinite(arr).all():
-        raise InputError(f"{what} contains NaN or inf", hint=f"remove non-finite values from {what}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", getattr(np, "exceptions", np).ComplexWarning)
+            arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError, getattr(np, "exceptions", np).ComplexWarning):
+        raise InputError(f"{what} must be numeric, real numbers (got {type(x).__name__})", hint=f"pass {what} as a NumPy array of numbers") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(arr.astype(np.float32)).all()
+    if not finite:
+        raise InputError(
+            f"{what} contains NaN or inf (or values too large for float32)",
+            hint=f"remove non-finite or out-of-range values from {what}",
+        )
     return arr
 
 
+def _frame_bounds(image_size: tuple[int, int], allow_outside: bool) -> tuple[float, float, float, float]:
+    h, w = float(image_size[0]), float(image_size[1])
+    if not allow_outside:
+        return 0.0, 0.0, w, h
+    return -OUTSIDE_MARGIN * w, -OUTSIDE_MARGIN * h, (1 + OUTSIDE_MARGIN) * w, (1 + OUTSIDE_MARGIN) * h
+
+
+def _check_in_frame(xy: np.ndarray, image_size: Optional[tuple[int, int]], allow_outside: bool, what: str) -> None:
+    """``xy [..., 2]`` (x, y) pixels inside the image frame (closed edges)."""
+    if image_size is None or xy.size == 0:
+        return
+    x0, y0, x1, y1 = _frame_bounds(image_size, allow_outside)
+    x, y = xy[..., 0], xy[..., 1]
+    bad = (x < x0) | (x > x1) | (y < y0) | (y > y1)
+    if bad.any():
+        first = xy[np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)].tolist()
+        h, w = image_size
+        if allow_outside:
+            raise InputError(
+                f"{what} has a coordinate {first} more than {OUTSIDE_MARGIN:g} image sizes outside the "
+                f"{w}x{h} (WxH) image",
+                hint="coordinates are (x, y) pixels of the original image",
+            )
+        raise InputError(
+            f"{what} has a coordinate {first} outside the {w}x{h} (WxH) image (x must be in [0, {w}], y in [0, {h}])",
+            hint="coordinates are (x, y) pixels of the original image; pass allow_outside_points=True to the "
+            "Predictor to accept points outside the image as SAM does",
+        )
+
+
 def check_points(
-    point_coords: Any, point_labels: Any, *, batched: bool, limits: PromptLimits = PromptLimits()
+    point_coords: Any,
+    point_labels: Any,
+    *,
+    batched: bool,
+    limits: PromptLimits = PromptLimits(),
+    image_size: Optional[tuple[int, int]] = None,
+    allow_outside: bool = False,
 ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Validate clicks. Returns ``(coords [K,N,2] float64, labels [K,N] float32)`` or ``(None, None)``.
 
-    ``batched=False`` expects ``[N,2]`` / ``[N]`` (K = 1); ``batched=True`` expects ``[K,N,2]`` / ``[K,N]``."""
+    ``batched=False`` expects ``[N,2]`` / ``[N]`` (K = 1); ``batched=True`` expects ``[K,N,2]`` / ``[K,N]``
+    (K = 0 and N = 0 are returned as empty arrays; unbatched N = 0 returns ``(None, None)``).
+    ``image_size`` = original (H, W): coordinates must lie in ``[0, W] x [0, H]`` unless ``allow_outside``."""
     if point_coords is None and point_labels is None:
         return None, None
     if point_coords is None or point_labels is None:
@@ -70,7 +129,7 @@ def check_points(
             f"expected {want_l}",
             hint="give exactly one label per point",
         )
-    if coords.shape[1] == 0:
+    if coords.shape[1] == 0 and not batched:
         return None, None
     bad = ~np.isin(labels, USER_LABELS)
     if bad.any():
@@ -83,11 +142,16 @@ def check_points(
             f"{coords.shape[1]} points per prompt exceeds the limit of {limits.max_points}",
             hint="raise the Predictor's max_points, or pass fewer clicks",
         )
+    _check_in_frame(coords, image_size, allow_outside, "point_coords")
     return coords, labels.astype(np.float32)
 
 
-def check_boxes(box: Any, *, batched: bool) -> Optional[np.ndarray]:
-    """Validate boxes ``(x0, y0, x1, y1)``. Returns ``[K, 4]`` float64 or ``None``."""
+def check_boxes(
+    box: Any, *, batched: bool, image_size: Optional[tuple[int, int]] = None, allow_outside: bool = False
+) -> Optional[np.ndarray]:
+    """Validate boxes ``(x0, y0, x1, y1)``. Returns ``[K, 4]`` float64 (K may be 0 when batched) or ``None``.
+
+    ``image_size`` = original (H, W): corners must lie in ``[0, W] x [0, H]`` unless ``allow_outside``."""
     if box is None:
         return None
     arr = _as_float_array(box, "box")
@@ -101,7 +165,7 @@ def check_boxes(box: Any, *, batched: bool) -> Optional[np.ndarray]:
     elif arr.ndim != 2 or arr.shape[1] != 4:
         raise InputError(f"boxes have shape {arr.shape}; expected [K, 4] = (x0, y0, x1, y1) per box")
     if arr.shape[0] == 0:
-        return None
+        return arr
     flipped = (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
     if flipped.any():
         i = int(np.flatnonzero(flipped)[0])
@@ -109,14 +173,23 @@ def check_boxes(box: Any, *, batched: bool) -> Optional[np.ndarray]:
             f"box {i} = {arr[i].tolist()} has x1 < x0 or y1 < y0",
             hint="boxes are (x0, y0, x1, y1) with the top-left corner first",
         )
+    _check_in_frame(arr.reshape(-1, 2, 2), image_size, allow_outside, "box")
     return arr
 
 
-def check_mask_input(mask_input: Any, *, batched: bool, k: int, size: int = 256) -> Optional[np.ndarray]:
+def check_mask_input(
+    mask_input: Any, *, batched: bool, k: int, size: int = 256, limits: PromptLimits = PromptLimits()
+) -> Optional[np.ndarray]:
     """Validate previous low-res logits. Returns ``[K, 1, size, size]`` float32 or ``None``."""
     if mask_input is None:
         return None
     arr = _as_float_array(mask_input, "mask_input").astype(np.float32)
+    if arr.size and float(np.abs(arr).max()) > limits.max_abs_mask_logit:
+        raise InputError(
+            f"mask_input has values up to {float(np.abs(arr).max()):.3g}; low-res logits must satisfy "
+            f"|v| <= {limits.max_abs_mask_logit:g}",
+            hint="pass low_res_logits from an earlier predict() call (not a scaled binary mask)",
+        )
     if not batched:
         if arr.shape in ((size, size), (1, size, size), (1, 1, size, size)):
             return np.ascontiguousarray(arr.reshape(1, 1, size, size))
@@ -135,12 +208,14 @@ def pack_prompts(
     box_corners: Optional[np.ndarray],
     k: int,
     pad_point_when_no_box: bool = True,
+    pad_empty: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build decoder ``point_coords [K, N', 2]`` and ``point_labels [K, N']`` (float32).
 
     ``coords``: clicks already in the encoder-input frame ``[K, N, 2]``; ``box_corners``: ``[K, 2, 2]``
     in the same frame. Order and padding follow SAM's prompt encoder (clicks, box TL=2, box BR=3;
-    a ``(0, 0, -1)`` padding point when there is no box)."""
+    a ``(0, 0, -1)`` padding point when there is no box). ``pad_empty=True``: a prompt without clicks
+    and box (e.g. mask only) gets that single padding point instead of no points at all."""
     parts_c: list[np.ndarray] = []
     parts_l: list[np.ndarray] = []
     if coords is not None:
@@ -152,6 +227,9 @@ def pack_prompts(
     elif pad_point_when_no_box and coords is not None:
         parts_c.append(np.zeros((k, 1, 2), np.float32))
         parts_l.append(np.full((k, 1), -1.0, np.float32))
+    if pad_empty and sum(c.shape[1] for c in parts_c) == 0:
+        parts_c = [np.zeros((k, 1, 2), np.float32)]
+        parts_l = [np.full((k, 1), -1.0, np.float32)]
     if not parts_c:
         return np.zeros((k, 0, 2), np.float32), np.zeros((k, 0), np.float32)
     return (
