@@ -41,6 +41,21 @@ ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
+# The same names by meaning: code outside this module spells graph I/O only through these.
+(DECODER_EMBEDDINGS, DECODER_POINT_COORDS, DECODER_POINT_LABELS,
+ DECODER_MASK_INPUT, DECODER_HAS_MASK_INPUT) = DECODER_INPUTS
+DECODER_IOU, DECODER_LOW_RES_MASKS = DECODER_OUTPUTS
+
+
+def decoder_feeds(image_embeddings: Any, point_coords: Any, point_labels: Any, mask_input: Any,
+                  has_mask_input: Any) -> dict[str, Any]:
+    """The decoder graph's feed dict, keyed by the contract's input names."""
+    return dict(zip(DECODER_INPUTS, (image_embeddings, point_coords, point_labels, mask_input, has_mask_input)))
+
+
+def decoder_results(outputs: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(iou_predictions, low_res_masks)`` out of a decoder run's named outputs."""
+    return outputs[DECODER_IOU], outputs[DECODER_LOW_RES_MASKS]
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)

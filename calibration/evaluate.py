@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from ..check.metrics import cosine_similarity, mask_iou
-from ..contract import ModelContract
+from ..contract import DECODER_OUTPUTS, ENCODER_INPUT, ModelContract, decoder_feeds
 from ..runtime.transforms import preprocess_image
 from .prompts import grid_prompts, low_res_valid
 
@@ -143,21 +143,16 @@ class Evaluator:
         side = self.contract.decoder.low_res_size
         outs = []
         for pb in grid_prompts(hw, self.grid, self.boxes, self.seed):
-            feeds = {
-                "image_embeddings": emb.astype(np.float32),
-                "point_coords": pb.coords,
-                "point_labels": pb.labels,
-                "mask_input": np.zeros((pb.size, 1, side, side), np.float32),
-                "has_mask_input": np.zeros(pb.size, np.float32),
-            }
-            iou, masks = session.run(["iou_predictions", "low_res_masks"], feeds)
+            feeds = decoder_feeds(emb.astype(np.float32), pb.coords, pb.labels,
+                                  np.zeros((pb.size, 1, side, side), np.float32), np.zeros(pb.size, np.float32))
+            iou, masks = session.run(list(DECODER_OUTPUTS), feeds)
             outs.append((iou[:, self.tokens], masks[:, self.tokens]))
         return outs
 
     def reference(self, name: str) -> _Reference:
         if name not in self._ref:
             x, hw = preprocess_image(self.images[name], self.contract.preprocess)
-            emb = self.fp_encoder.run(None, {"image": x})[0]
+            emb = self.fp_encoder.run(None, {ENCODER_INPUT: x})[0]
             self._ref[name] = _Reference(emb, hw, x, self._decode(self.fp_decoder, emb, hw))
         return self._ref[name]
 
@@ -168,7 +163,7 @@ class Evaluator:
         err_sq, ref_sq = 0.0, 0.0
         for name in self.images:
             ref = self.reference(name)
-            emb = q_encoder.run(None, {"image": ref.x})[0]
+            emb = q_encoder.run(None, {ENCODER_INPUT: ref.x})[0]
             c = cosine_similarity(ref.emb, emb)
             h, w = low_res_valid(ref.hw, self.contract.preprocess.input_size, dec.low_res_size)
             img_ious = []

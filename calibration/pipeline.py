@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import __version__
 from .._io import write_json_atomic, write_text_atomic
-from ..contract import ModelContract, metadata_props
+from ..contract import ENCODER_INPUT, ModelContract, metadata_props
 from ..errors import ContractError, GateFailedError, InputError
 from .errors import CalibrationError
 from .evaluate import EvalResult, Evaluator, Gate, ort_session
@@ -515,11 +515,11 @@ def _speed(fp_path, fp_model, int8_model, mixed_model, images, contract, workdir
     out = {}
     for name, model in (("fp32", fp_path), ("int8", (int8_model)), ("mixed", (mixed_model))):
         sess = ort_session(model, threads, workdir=workdir)
-        sess.run(None, {"image": x})
+        sess.run(None, {ENCODER_INPUT: x})
         ts = []
         for _ in range(runs):
             t = time.perf_counter()
-            sess.run(None, {"image": x})
+            sess.run(None, {ENCODER_INPUT: x})
             ts.append(time.perf_counter() - t)
         out[f"{name}_ms"] = float(np.median(ts) * 1e3)
     return out

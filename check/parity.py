@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..contract import ModelContract, ensure_same_model
+from ..contract import ENCODER_INPUT, ENCODER_OUTPUT, ModelContract, decoder_feeds, decoder_results, ensure_same_model
 from ..errors import ContractError, InputError
 from ..export.manifest import export_dir_of, graph_path, manifest_contract, read_manifest, verify_files
 from ..export.source import ModelSource, load_source
@@ -213,16 +213,8 @@ def _torch_decode(sam, emb: np.ndarray, call: DecoderCall, mask_input: np.ndarra
 
 
 def _graph_decode(decoder, emb: np.ndarray, call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray):
-    out = decoder.run(
-        {
-            "image_embeddings": np.ascontiguousarray(emb, np.float32),
-            "point_coords": call.point_coords,
-            "point_labels": call.point_labels,
-            "mask_input": mask_input,
-            "has_mask_input": has_mask,
-        }
-    )
-    return out["iou_predictions"], out["low_res_masks"]
+    return decoder_results(decoder.run(decoder_feeds(
+        np.ascontiguousarray(emb, np.float32), call.point_coords, call.point_labels, mask_input, has_mask)))
 
 
 def _run_images(sam, graphs, contract: ModelContract, images, seed: int, report: CheckReport, say) -> None:
@@ -239,7 +231,7 @@ def _run_images(sam, graphs, contract: ModelContract, images, seed: int, report:
             emb_ref = sam.encode(torch.from_numpy(x)).numpy()
         emb_out = None
         if "encoder" in graphs:
-            emb_out = graphs["encoder"].run({"image": x})["image_embeddings"]
+            emb_out = graphs["encoder"].run({ENCODER_INPUT: x})[ENCODER_OUTPUT]
             row = metrics.embedding_metrics(emb_ref, emb_out)
             emb_rows.append(row)
             report.per_image[name] = {"size": list(image.shape[:2]), **{f"embedding_{k}": v for k, v in row.items()}}

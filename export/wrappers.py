@@ -9,7 +9,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT
+from ..contract import (
+    DECODER_HAS_MASK_INPUT,
+    DECODER_INPUTS,
+    DECODER_IOU,
+    DECODER_LOW_RES_MASKS,
+    DECODER_MASK_INPUT,
+    DECODER_OUTPUTS,
+    DECODER_POINT_COORDS,
+    DECODER_POINT_LABELS,
+    ENCODER_INPUT,
+    ENCODER_OUTPUT,
+)
 
 # Symbolic names of the dynamic axes (shown by Netron, read by the TensorRT profile builder).
 PROMPT_AXIS = "num_prompts"
@@ -77,12 +88,13 @@ def encoder_io(dynamic_batch: bool) -> tuple[list[str], list[str], dict[str, dic
 
 
 def decoder_io() -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    per_point, per_prompt = {0: PROMPT_AXIS, 1: POINT_AXIS}, {0: PROMPT_AXIS}
     axes = {
-        "point_coords": {0: PROMPT_AXIS, 1: POINT_AXIS},
-        "point_labels": {0: PROMPT_AXIS, 1: POINT_AXIS},
-        "mask_input": {0: PROMPT_AXIS},
-        "has_mask_input": {0: PROMPT_AXIS},
-        "iou_predictions": {0: PROMPT_AXIS},
-        "low_res_masks": {0: PROMPT_AXIS},
+        DECODER_POINT_COORDS: per_point,
+        DECODER_POINT_LABELS: per_point,
+        DECODER_MASK_INPUT: per_prompt,
+        DECODER_HAS_MASK_INPUT: per_prompt,
+        DECODER_IOU: per_prompt,
+        DECODER_LOW_RES_MASKS: per_prompt,
     }
     return list(DECODER_INPUTS), list(DECODER_OUTPUTS), axes

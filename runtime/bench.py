@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..contract import ENCODER_INPUT, decoder_feeds
 from ..errors import InputError
 
 DECODER_GFLOP_PER_PROMPT = 3.64  # perf.md §6.3: SAM-1 prompt encoder + mask decoder, 1 prompt, multimask
@@ -269,7 +270,7 @@ def run_bench(
     res["image_preprocess"] = time_fn(lambda: preprocess_image(img, contract.preprocess), runs, warmup, bar)
     # Encoder (per image).
     x, _ = preprocess_image(img, contract.preprocess)
-    res["encoder"] = time_fn(lambda: predictor.model.encoder.run({"image": x}), enc_runs, min(warmup, 1), bar)
+    res["encoder"] = time_fn(lambda: predictor.model.encoder.run({ENCODER_INPUT: x}), enc_runs, min(warmup, 1), bar)
     predictor.set_image(img)
 
     # Decoder across batch sizes: 1 foreground click per prompt (+ SAM's padding point).
@@ -332,7 +333,7 @@ def run_bench(
         best_cpu = min(v["call"]["cpu_p50"] / int(b) for b, v in dec.items())
         ratios["decoder_best_per_prompt_vs_floor_cpu"] = best_cpu / floors["decoder_floor_cpu_ms_per_prompt"]
         s = contract.preprocess.input_size
-        enc_flops = count_graph_flops(predictor.model.encoder_path, {"image": (1, 3, s, s)})
+        enc_flops = count_graph_flops(predictor.model.encoder_path, {ENCODER_INPUT: (1, 3, s, s)})
         if enc_flops:
             floors["encoder_gflop"] = enc_flops / 1e9
             floors["encoder_floor_ms"] = enc_flops / 1e9 / rate * 1e3
@@ -340,9 +341,8 @@ def run_bench(
             ratios["encoder_vs_floor_cpu"] = res["encoder"]["cpu_p50"] / (enc_flops / 1e9 / cpu_rate * 1e3)
         dec_flops = count_graph_flops(
             predictor.model.decoder_path,
-            {"image_embeddings": (1, *contract.decoder.embedding_shape), "point_coords": (1, 2, 2),
-             "point_labels": (1, 2), "mask_input": (1, 1, contract.decoder.low_res_size, contract.decoder.low_res_size),
-             "has_mask_input": (1,)},
+            decoder_feeds((1, *contract.decoder.embedding_shape), (1, 2, 2), (1, 2),
+                          (1, 1, contract.decoder.low_res_size, contract.decoder.low_res_size), (1,)),
         )
         if dec_flops:
             floors["decoder_graph_gflop_b1"] = dec_flops / 1e9
@@ -355,8 +355,8 @@ def run_bench(
             pc = np.repeat(feeds_for_profile[0], b, axis=0)
             pl = np.repeat(feeds_for_profile[1], b, axis=0)
             s = contract.decoder.low_res_size
-            feeds = {"image_embeddings": predictor.get_image_embedding(), "point_coords": pc, "point_labels": pl,
-                     "mask_input": np.zeros((b, 1, s, s), np.float32), "has_mask_input": np.zeros((b,), np.float32)}
+            feeds = decoder_feeds(predictor.get_image_embedding(), pc, pl, np.zeros((b, 1, s, s), np.float32),
+                                  np.zeros((b,), np.float32))
             profiles[str(b)] = profile_decoder(predictor.model.decoder_path, feeds, max(3, runs // 2), threads,
                                                os.path.join(profile_dir, f"b{b}"))
         res["decoder_profile"] = profiles

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..contract import ModelContract
+from ..contract import ENCODER_INPUT, ENCODER_OUTPUT, ModelContract, decoder_feeds, decoder_results
 from ..errors import ContractError, InputError, NumericalError, PredictorStateError
 from ..images import to_rgb_uint8
 from .backends import GraphPair, load_model
@@ -201,7 +201,7 @@ class Predictor:
         t0 = time.perf_counter()
         x, input_hw = preprocess_image(rgb, self.contract.preprocess)
         t1 = time.perf_counter()
-        emb = np.asarray(self.model.encoder.run({"image": x})["image_embeddings"])
+        emb = np.asarray(self.model.encoder.run({ENCODER_INPUT: x})[ENCODER_OUTPUT])
         t2 = time.perf_counter()
         if not np.isfinite(emb).all():
             raise NumericalError(
@@ -419,16 +419,8 @@ class Predictor:
         else:
             mi = np.ascontiguousarray(mask_input, dtype=np.float32)
             has = np.ones((k,), np.float32)
-        out = self.model.decoder.run(
-            {
-                "image_embeddings": self._embedding,
-                "point_coords": pc,
-                "point_labels": pl,
-                "mask_input": mi,
-                "has_mask_input": has,
-            }
-        )
-        iou, low = np.asarray(out["iou_predictions"]), np.asarray(out["low_res_masks"])
+        iou, low = decoder_results(self.model.decoder.run(decoder_feeds(self._embedding, pc, pl, mi, has)))
+        iou, low = np.asarray(iou), np.asarray(low)
         if not (np.isfinite(iou).all() and np.isfinite(low).all()):
             raise NumericalError(
                 "the decoder backend returned NaN or inf scores/logits for validated prompts",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Union
 
-from ..contract import DECODER_INPUTS, ENCODER_INPUT, ModelContract
+from ..contract import ENCODER_INPUT, ModelContract, decoder_feeds
 from ..errors import ContractError, InputError
 
 Dim = Union[int, str]  # an int is fixed; "B"/"N" are the symbols
@@ -33,15 +33,7 @@ def contract_input_axes(contract: ModelContract, role: str) -> dict[str, tuple[D
     if role == "decoder":
         c, h, w = (int(x) for x in contract.decoder.embedding_shape)
         low = int(contract.decoder.low_res_size)
-        axes: dict[str, tuple[Dim, ...]] = {
-            "image_embeddings": (1, c, h, w),
-            "point_coords": ("B", "N", 2),
-            "point_labels": ("B", "N"),
-            "mask_input": ("B", 1, low, low),
-            "has_mask_input": ("B",),
-        }
-        assert tuple(axes) == DECODER_INPUTS
-        return axes
+        return decoder_feeds((1, c, h, w), ("B", "N", 2), ("B", "N"), ("B", 1, low, low), ("B",))
     raise InputError(f"graph role must be 'encoder' or 'decoder', got {role!r}")
 
 

@@ -1,10 +1,11 @@
 """Inference backends behind one interface (:mod:`.base`) and :func:`load_model`.
 
+    from samdeploy.contract import ENCODER_INPUT, ENCODER_OUTPUT
     from samdeploy.runtime.backends import load_model
     pair = load_model("out/mobile_sam")                       # ONNX Runtime, CPU
     pair = load_model(encoder="enc.onnx", decoder="dec.onnx", threads=2)
     pair = load_model("out/engines", backend="tensorrt")      # needs TensorRT + a GPU
-    pair.encoder.run({"image": x})["image_embeddings"]
+    pair.encoder.run({ENCODER_INPUT: x})[ENCODER_OUTPUT]
 
 Backends are imported lazily: importing this package never imports onnxruntime or tensorrt.
 """

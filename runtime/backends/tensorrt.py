@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ...contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, ModelContract
+from ...contract import DECODER_INPUTS, DECODER_OUTPUTS, DECODER_POINT_COORDS, ENCODER_INPUT, ENCODER_OUTPUT, ModelContract
 from ...errors import BackendUnavailableError, ContractError, InputError, MissingFileError
 from .base import BackendBase
 
@@ -168,8 +168,8 @@ class TensorRTBackend(BackendBase):
         if set(prof.shapes) != set(ins) or (manifest.io and set(manifest.io) != set(ins) | set(outs)):
             raise ContractError(f"{path} does not have the contract's {role} inputs/outputs",
                                 hint="rebuild it from a `samdeploy export` ONNX with `samdeploy build`")
-        batch_input = "point_coords" if role == "decoder" else ENCODER_INPUT
-        max_points = prof.max_of("point_coords", 1) if role == "decoder" else None
+        batch_input = DECODER_POINT_COORDS if role == "decoder" else ENCODER_INPUT
+        max_points = prof.max_of(DECODER_POINT_COORDS, 1) if role == "decoder" else None
         super().__init__(path, role, ins, outs, max_batch=prof.max_of(batch_input, 0), max_points=max_points)
         self.manifest = manifest
         self._trt, self._cuda = trt, cuda
@@ -237,7 +237,7 @@ class TensorRTBackend(BackendBase):
                 host[:] = np.ascontiguousarray(arr, dtype=np.float32).reshape(-1).astype(self._dtype[n], copy=False)
                 cuda.memcpy_htod_async(self._dev[n], host, self._stream)
                 self._context.set_input_shape(n, shapes[n])
-            use_graph = self._cuda_graph_batch is not None and shapes["point_coords"][0] == self._cuda_graph_batch
+            use_graph = self._cuda_graph_batch is not None and shapes[DECODER_POINT_COORDS][0] == self._cuda_graph_batch
             if use_graph and (self._graph is None or self._graph_shapes != shapes):
                 self._capture(shapes)
             if use_graph and self._graph is not None:
