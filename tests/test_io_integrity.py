@@ -91,8 +91,11 @@ def test_remove_stale_staging_keeps_live_exports(tmp_path):
 # ---- 3. re-export: the previous export stays complete until the new one is in place -------------
 @pytest.fixture
 def old_export(exported_model_dir, tmp_path):
-    """A writable copy of a complete (encoder + decoder) export."""
-    return copy_export(exported_model_dir("mobile_sam"), tmp_path / "model")
+    """A writable copy of a complete (encoder + decoder) export, without the shared export's hash
+    cache (other tests may have opened it; the cache's inode/ctime keys would not match a copy anyway)."""
+    d = copy_export(exported_model_dir("mobile_sam"), tmp_path / "model")
+    (d / _io.VERIFIED_CACHE_NAME).unlink(missing_ok=True)
+    return d
 
 
 def _assert_complete_and_usable(d, snapshot):
