@@ -86,8 +86,8 @@ def _open_graph(backend: str, path: Path, role: str, provider: str | None, threa
 
     mod = backend_module(backend)
     kwargs: dict[str, Any] = {"threads": threads}
-    if provider is not None:
-        kwargs["providers"] = [provider]
+    if provider is not None:  # a priority list, like predict's --providers
+        kwargs["providers"] = [x.strip() for x in str(provider).split(",") if x.strip()]
     return mod.open_graph(str(path), role, **kwargs), mod
 
 
@@ -114,7 +114,16 @@ def run_check(
         export_dir=str(export_dir), model_id=contract.model_id, precision=precision, thresholds=limits,
         backend=options.backend, provider=options.provider or "default",
     )
-    report.warnings.extend(verify_files(export_dir, manifest))
+    # A graph that differs from its manifest is not the export being checked: refuse it (exit 2)
+    # instead of reporting a parity failure. Graphs named by --encoder/--decoder are the user's.
+    overridden = {r for r, o in (("encoder", options.encoder), ("decoder", options.decoder)) if o}
+    problems = [p for p in verify_files(export_dir, manifest) if p.split(":", 1)[0] not in overridden]
+    if problems:
+        raise ContractError(
+            f"the files in {export_dir} do not match its manifest.json:\n    " + "\n    ".join(problems),
+            hint="re-run `samdeploy export --out DIR` (an interrupted export or files copied over it leave a "
+                 "mismatch), or name the graph to check with --encoder/--decoder",
+        )
 
     paths = {}
     for role, override in (("encoder", options.encoder), ("decoder", options.decoder)):
@@ -130,6 +139,9 @@ def run_check(
         for role, path in paths.items():
             g, mod = _open_graph(options.backend, path, role, options.provider, options.threads)
             graphs[role] = g
+            used = (g.describe() or {}).get("providers") if hasattr(g, "describe") else None
+            if used:  # what the session really runs on (after ORT's fallbacks)
+                report.provider = ",".join(used)
             c, stored_role = mod.read_contract(str(path))
             if stored_role and stored_role != role:
                 raise ContractError(f"{path} is a {stored_role} graph, not a {role}", hint="check --encoder/--decoder")

@@ -30,3 +30,34 @@ def image_source(image: str) -> str:
     from samdeploy.images import SAMPLE_PREFIX
 
     return str(image) if str(image).startswith(SAMPLE_PREFIX) else os.path.abspath(image)
+
+
+# What a random-weight run means, per command (said once per run, never per frame).
+_RANDOM_WEIGHTS_NOTES = {
+    "predict": "the masks are meaningless; the pipeline is real",
+    "everything": "the decoder's IoU and stability scores are noise, so few or no masks pass the filters; "
+                  "the pipeline is real",
+    "stream": "masks are meaningless and box tracking may grow to the whole frame; the pipeline is real",
+}
+
+
+def run_identity(info: dict) -> dict:
+    """Model, precision, backend and providers of a run, from ``Predictor.describe()``."""
+    dec = info.get("decoder", {}) or {}
+    return {
+        "model": info.get("model_id"),
+        "precision": info.get("precision", "FP32"),
+        "backend": info.get("backend"),
+        "providers": dec.get("providers") or [],
+        "random_weights": bool(info.get("random_weights", False)),
+    }
+
+
+def identity_lines(identity: dict, command: str) -> list[str]:
+    """``model ... [FP32 | onnxruntime CPUExecutionProvider]`` plus the random-weights note."""
+    providers = ",".join(identity["providers"])
+    lines = [f"model    {identity['model']}  [{identity['precision']} | {identity['backend']}"
+             + (f" {providers}" if providers else "") + "]"]
+    if identity["random_weights"]:
+        lines.append(f"note     random weights (--random-weights export): {_RANDOM_WEIGHTS_NOTES[command]}")
+    return lines

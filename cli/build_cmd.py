@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
         builder_optimization_level=args.opt_level, keep_fp32=tuple(args.keep_fp32), strongly_typed=args.strongly_typed,
     )
     options.validate()
+    # The inputs first: a wrong path is reported as such, on any machine, before TensorRT is probed.
+    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    found = find_onnx_graphs(args.inputs, args.precision)
+    missing = [g for g in graphs if g not in found]
+    if missing:
+        raise InputError(f"no {', '.join(missing)} ONNX among {args.inputs}", hint="pass the export directory or the files")
     env = probe()
     major = env.trt_major
     if major is None:
@@ -76,11 +82,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.trt_major is not None and args.trt_major != major:
         raise InputError(f"--trt-major {args.trt_major} but TensorRT {env.tensorrt} is installed",
                          hint="drop --trt-major; engines are built with the installed TensorRT")
-    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
-    found = find_onnx_graphs(args.inputs, args.precision)
-    missing = [g for g in graphs if g not in found]
-    if missing:
-        raise InputError(f"no {', '.join(missing)} ONNX among {args.inputs}", hint="pass the export directory or the files")
     if args.precision == "int8":
         for role in graphs:
             for warning in calibration_target_warnings(found[role], role):

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rt.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
                     help="runtime backend of samdeploy.runtime (tensorrt: pass engine files as --encoder/--decoder)")
     rt.add_argument("--providers", dest="provider", default="cpu", metavar="PROVIDERS",
-                    help="ONNX Runtime execution provider: cpu (default), cuda, tensorrt (same flag as predict/bench)")
+                    help="ONNX Runtime execution providers in priority order, comma-separated: cpu (default), cuda, tensorrt "
+                         "(same flag as predict/bench)")
     rt.add_argument("--provider", dest="provider", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
     rt.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
     rt.add_argument("--encoder", metavar="PATH", help="check this encoder file instead of the manifest's")
@@ -55,13 +56,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.seed is not None:
         raise InputError("--seed only applies with --random-weights", hint="use --prompt-seed to move the prompts")
     provider = args.provider
-    if isinstance(provider, str) and "," in provider:
-        # predict/bench take a comma-separated list; the parity check opens one provider (its
-        # standard fallbacks, e.g. CUDA -> CPU, are added by the backend), so use the first.
-        names = [x.strip() for x in provider.split(",") if x.strip()]
-        if not names:
-            raise InputError(f"--providers {provider!r} names no provider", hint="e.g. --providers cpu or --providers cuda")
-        provider = names[0]
+    if isinstance(provider, str) and not [x for x in provider.split(",") if x.strip()]:
+        raise InputError(f"--providers {provider!r} names no provider", hint="e.g. --providers cpu or --providers cuda")
     options = CheckOptions(
         precision=args.precision, thresholds=args.threshold, seed=args.prompt_seed, max_images=args.max_images,
         backend=args.backend, provider=provider if args.backend == "onnxruntime" else None,

@@ -98,7 +98,12 @@ def load_boxes(path: str) -> np.ndarray:
         if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
             raise InputError(f"{p}: box {i} is {box!r}; expected 4 numbers")
         out.append(box)
-    return np.asarray(out, dtype=np.float32).reshape(-1, 4)
+    arr = np.asarray(out, dtype=np.float64).reshape(-1, 4)
+    # Finite in float32 (what the graphs see): 1e39 would become inf after the cast.
+    bad = np.flatnonzero(~(np.abs(arr) <= np.finfo(np.float32).max).all(axis=1))
+    if bad.size:
+        raise InputError(f"{p}: box {int(bad[0])} is {arr[bad[0]].tolist()}; coordinates must be finite float32 pixels")
+    return arr.astype(np.float32)
 
 
 def _finite_or_none(obj: Any) -> tuple[Any, int]:
@@ -125,6 +130,26 @@ def _finite_or_none(obj: Any) -> tuple[Any, int]:
 
 def _check_params(args: argparse.Namespace) -> None:
     from samdeploy.errors import InputError
+    from samdeploy.runtime.amg import MAX_CROP_LAYERS, MAX_POINTS_PER_SIDE
+
+    # Checked here with the flags' names (the generator checks the same limits for API callers).
+    for flag, value, lo, hi in (
+        ("--points-per-side", args.points_per_side, 4 if args.hierarchical else 1, MAX_POINTS_PER_SIDE),
+        ("--points-per-batch", args.points_per_batch, 1, None),
+        ("--box-batch", args.box_batch, 1, None),
+        ("--crop-n-layers", args.crop_n_layers, 0, MAX_CROP_LAYERS),
+        ("--crop-n-points-downscale-factor", args.crop_n_points_downscale_factor, 1, None),
+        ("--max-batch", args.max_batch, 1, None),
+        ("--min-mask-region-area", args.min_mask_region_area, 0, None),
+    ):
+        if value is not None and (value < lo or (hi is not None and value > hi)):
+            raise InputError(f"{flag} must be {'in ' + str(lo) + '..' + str(hi) if hi is not None else '>= ' + str(lo)} "
+                             f"(got {value})")
+    for flag, value in (("--pred-iou-thresh", args.pred_iou_thresh), ("--box-nms-thresh", args.box_nms_thresh),
+                        ("--crop-nms-thresh", args.crop_nms_thresh), ("--crop-overlap-ratio", args.crop_overlap_ratio)):
+        if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise InputError(f"{flag} must be in [0, 1] (got {value})",
+                             hint="IoU thresholds and ratios are fractions; a threshold above 1 keeps no mask")
 
     t = args.stability_score_thresh
     if not np.isfinite(t) or not 0.0 <= t <= 1.0:
@@ -157,7 +182,7 @@ def _progress_bar(enabled: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from samdeploy.cli._args import default_out_dir, image_source
+    from samdeploy.cli._args import default_out_dir, identity_lines, image_source, run_identity
     from samdeploy._io import write_text_atomic
     from samdeploy.images import load_image
     from samdeploy.runtime import Predictor
@@ -203,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             records = gen.generate(image, progress=progress)
         info = pred.describe()
+        identity = run_identity(info)
     finally:
         close_bar()
         pred.close()
@@ -236,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
             "image": image_source(args.image),
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
-            "model": info.get("model_id"),
+            "model": identity["model"],
+            "produced_by": {k: identity[k] for k in ("precision", "backend", "providers", "random_weights")},
             "mode": mode,
             "params": {k: params[k] for k in ("box_batch", "border_snap")} if boxes is not None else params,
             "stats": stats,
@@ -247,8 +274,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "image": args.image,
         "size_hw": [int(image.shape[0]), int(image.shape[1])],
-        "model": info.get("model_id"),
-        "backend": info.get("backend"),
+        **identity,
         "mode": mode,
         "masks": len(records),
         "prompts": stats["prompts"],
@@ -264,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     t = summary["timings_ms"]
-    print(f"model    {summary['model']}  [{summary['backend']}]")
+    print("\n".join(identity_lines(identity, "everything")))
     print(f"image    {args.image}  {image.shape[1]}x{image.shape[0]}")
     print(f"mode     {mode}" + (f" ({len(boxes)} boxes from {args.boxes})" if boxes is not None else ""))
     print(f"prompts  {stats['prompts']} decoder prompts in {stats['decoder_calls']} call(s), "

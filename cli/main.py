@@ -16,7 +16,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 # name -> module (in pipeline order; shown in this order by --help)
 COMMANDS: dict[str, str] = {
@@ -47,10 +47,17 @@ SUMMARIES: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a two-line usage error (the message and where the help is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n  hint: see `{self.prog} --help`\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from samdeploy import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="samdeploy",
         description="Segment-Anything-family models: export -> check -> calibrate -> build -> run.",
     )
@@ -109,6 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"samdeploy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: say so in one line instead of a traceback (SAMDEPLOY_DEBUG shows it)
+        if os.environ.get("SAMDEPLOY_DEBUG"):
+            raise
+        print(f"samdeploy {args.command}: internal error ({type(exc).__name__}: {exc})\n"
+              "  hint: this is a samdeploy bug; rerun with SAMDEPLOY_DEBUG=1 for the traceback and report it",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -115,7 +115,7 @@ def check_in_frame(coords, boxes, hw: tuple[int, int]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from samdeploy.cli._args import default_out_dir, image_source
+    from samdeploy.cli._args import default_out_dir, identity_lines, image_source, run_identity
     from samdeploy.images import load_image
     from samdeploy.runtime import Predictor
     from samdeploy.runtime.overlay import draw_overlay, write_png, write_rle_json
@@ -143,9 +143,7 @@ def run(args: argparse.Namespace) -> int:
             masks, scores = m[None], s[None]
         t_pred = dict(pred.timings)
         info = pred.describe()
-        provenance = dict(getattr(pred.contract, "provenance", {}) or {})
-        precision = str(provenance.get("precision", "fp32")).upper()
-        random_weights = str(pred.contract.weights_sha256).startswith("random:")
+        identity = run_identity(info)
     finally:
         pred.close()
 
@@ -167,16 +165,13 @@ def run(args: argparse.Namespace) -> int:
             records.append({"prompt": i, "candidate": j, "score": float(scores[i, j]), "best": bool(j == best[i]),
                             "file": name, "mask": masks[i, j]})
     write_rle_json(out_dir / "masks.json", records, image=image_source(args.image),
-                   height=int(image.shape[0]), width=int(image.shape[1]), model=info.get("model_id"))
+                   height=int(image.shape[0]), width=int(image.shape[1]), model=identity["model"],
+                   produced_by={k: identity[k] for k in ("precision", "backend", "providers", "random_weights")})
 
     summary = {
         "image": args.image,
         "size_hw": [int(image.shape[0]), int(image.shape[1])],
-        "model": info.get("model_id"),
-        "precision": precision,
-        "backend": info.get("backend"),
-        "providers": info.get("decoder", {}).get("providers"),
-        "random_weights": random_weights,
+        **identity,
         "prompts": k,
         "masks_per_prompt": c,
         "scores": [[round(float(v), 4) for v in row] for row in scores],
@@ -195,9 +190,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     t = summary["timings_ms"]
-    print(f"model    {summary['model']}  [{precision} | {summary['backend']} {','.join(summary['providers'] or [])}]")
-    if random_weights:
-        print("note     random weights (--random-weights export): the masks are meaningless; the pipeline is real")
+    print("\n".join(identity_lines(identity, "predict")))
     print(f"image    {args.image}  {image.shape[1]}x{image.shape[0]}")
     print(f"prompts  {k} ({'batched boxes' if k > 1 else 'one prompt'}), {c} mask(s) each")
     for i in range(k):

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         VIDEO_EXTENSIONS, FrameDirSink, JsonlSink, StreamPrompts, VideoSink, annotate, open_source, run_stream,
     )
 
+    from ._args import identity_lines, run_identity
     from .predict_cmd import parse_floats
 
     prompts = StreamPrompts(points=[parse_floats(s, (2,), "--point") for s in args.point],
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     jsonl = JsonlSink(args.jsonl, rle=args.rle) if args.jsonl else None
     pred = Predictor(args.model_dir, encoder=args.encoder, decoder=args.decoder, backend=args.backend,
                      providers=args.providers, threads=args.threads)
+    identity = run_identity(pred.describe())
+    if not args.summary_json:  # said once, before the first frame
+        print("\n".join(identity_lines(identity, "stream")), flush=True)
     progress = {"last": 0.0, "n": 0}
     verbose = not args.quiet and not args.summary_json and sys.stderr.isatty()
 
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         pred.close()
         if verbose:
             print("", file=sys.stderr)
-    summary = dict(stats.to_dict(), out=args.out, json=args.jsonl)
+    summary = dict(stats.to_dict(), **identity, out=args.out, json=args.jsonl)
     if args.summary_json:
         print(json.dumps(summary, indent=2))
         return 0

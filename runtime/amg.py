@@ -33,6 +33,10 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from ..errors import InputError
+
+# Upper limits that keep a typo from asking for billions of prompts (1024 per side = 1M prompts).
+MAX_POINTS_PER_SIDE = 1024
+MAX_CROP_LAYERS = 4
 from . import amg_utils as U
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
@@ -164,8 +168,11 @@ class MaskGenerator:
             raise InputError(f"unknown output_mode {output_mode!r}", hint=f"use one of {', '.join(OUTPUT_MODES)}")
         if points_per_batch < 1 or box_batch < 1:
             raise InputError("points_per_batch and box_batch must be >= 1")
-        if crop_n_layers < 0:
-            raise InputError(f"crop_n_layers must be >= 0 (got {crop_n_layers})")
+        if not 0 <= crop_n_layers <= MAX_CROP_LAYERS:
+            raise InputError(f"crop_n_layers must be in 0..{MAX_CROP_LAYERS} (got {crop_n_layers})",
+                             hint="layer n has 4**n crops; SAM's own settings use at most 1")
+        if crop_n_points_downscale_factor < 1:
+            raise InputError(f"crop_n_points_downscale_factor must be >= 1 (got {crop_n_points_downscale_factor})")
         if hierarchical:
             if points_per_side is None or points_per_side < 4:
                 raise InputError(
@@ -175,8 +182,9 @@ class MaskGenerator:
             if crop_n_layers:
                 raise InputError("hierarchical mode works on the whole image; use crop_n_layers=0")
         if points_per_side is not None:
-            if points_per_side < 1:
-                raise InputError(f"points_per_side must be >= 1 (got {points_per_side})")
+            if not 1 <= points_per_side <= MAX_POINTS_PER_SIDE:
+                raise InputError(f"points_per_side must be in 1..{MAX_POINTS_PER_SIDE} (got {points_per_side})",
+                                 hint="SAM uses 32 (1,024 prompts); the count grows with the square")
             self.point_grids = U.build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         else:
             grids = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in point_grids]  # type: ignore[union-attr]

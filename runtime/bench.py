@@ -370,6 +370,8 @@ def environment(predictor) -> dict[str, Any]:
     info = predictor.describe()
     return {
         "model_id": info.get("model_id"),
+        "precision": info.get("precision", "FP32"),
+        "random_weights": bool(info.get("random_weights", False)),
         "backend": info.get("backend"),
         "encoder": {k: v for k, v in info.get("encoder", {}).items() if k != "inputs"},
         "decoder": {k: v for k, v in info.get("decoder", {}).items() if k != "inputs"},
@@ -416,7 +418,7 @@ def cpu_summary() -> str:
 def format_table(res: dict[str, Any]) -> str:
     env = res["environment"]
     lines = [
-        f"model     {env['model_id']}",
+        f"model     {env['model_id']}  [{env.get('precision', 'FP32')}]",
         f"backend   {env['backend']} {env['encoder'].get('version', '')} {','.join(env['encoder'].get('providers', []) or [])}"
         f"  threads={env['encoder'].get('threads')}  cpu={env['processor']} x{env['cpu_count']}",
         f"image     {res['image_hw'][1]}x{res['image_hw'][0]}   runs={res['runs']} warmup={res['warmup']}",

@@ -110,6 +110,22 @@ def write_fake_model(folder: str | Path, contract=None) -> Path:
     enc, dec = _fake_graphs(contract or fake_contract())
     onnx.save(enc, folder / "encoder.onnx")
     onnx.save(dec, folder / "decoder.onnx")
+    write_fake_manifest(folder)
+    return folder
+
+
+def write_fake_manifest(folder: str | Path) -> Path:
+    """A manifest.json naming encoder.onnx / decoder.onnx with their sizes and SHA-256 (what the
+    runtime verifies); call it again after changing a graph on purpose."""
+    import hashlib
+    import json
+
+    folder = Path(folder)
+    files = {}
+    for role in ("encoder", "decoder"):
+        p = folder / f"{role}.onnx"
+        files[role] = {"path": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps({"files": files}))
     return folder
 
 

@@ -204,9 +204,11 @@ def test_truncated_graph_is_refused(old_export):
         ort_backend.find_graphs(str(old_export))
 
 
-def test_no_manifest_but_unfinished_export_is_refused(old_export):
+def test_a_directory_without_manifest_is_refused(old_export):
     (old_export / "manifest.json").unlink()
-    ort_backend.find_graphs(str(old_export))  # a hand-made directory without manifest still works
+    with pytest.raises(ContractError, match="no manifest.json") as info:  # nothing says the graphs belong together
+        ort_backend.find_graphs(str(old_export))
+    assert "--encoder FILE --decoder FILE" in info.value.hint
     (old_export / f".samdeploy-export-{os.getpid()}-abc").mkdir()
     with pytest.raises(ContractError, match="unfinished `samdeploy export`"):
         ort_backend.find_graphs(str(old_export))

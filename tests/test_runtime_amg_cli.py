@@ -32,7 +32,10 @@ def test_everything_cli_writes_overlay_and_rle(fake_model_dir, photo_file, tmp_p
                  "--mask-pngs", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0 and "16 decoder prompts in 1 call(s)" in text and "timings" in text
+    assert "[FP32 | onnxruntime CPUExecutionProvider]" in text and "random weights" not in text
     doc = json.loads((out / "masks.json").read_text())
+    assert doc["produced_by"] == {"precision": "FP32", "backend": "onnxruntime",
+                                  "providers": ["CPUExecutionProvider"], "random_weights": False}
     anns = doc["annotations"]
     assert doc["mode"] == "grid" and doc["stats"]["prompts"] == 16 and len(anns) > 0
     assert doc["params"]["points_per_side"] == 4

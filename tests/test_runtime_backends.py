@@ -34,8 +34,12 @@ def test_missing_files(tmp_path, fake_model_dir):
     d = tmp_path / "half"
     d.mkdir()
     shutil.copy(fake_model_dir / "encoder.onnx", d / "encoder.onnx")
-    with pytest.raises(MissingFileError, match="decoder file not found"):
+    with pytest.raises(ContractError, match="no manifest.json"):  # loose graphs are not an export
         load_model(d)
+    shutil.copy(fake_model_dir / "manifest.json", d / "manifest.json")
+    with pytest.raises(MissingFileError, match="decoder file not found"):  # the manifest names both graphs
+        load_model(d)
+    assert load_model(encoder=d / "encoder.onnx", decoder=fake_model_dir / "decoder.onnx").contract is not None
     with pytest.raises(MissingFileError):
         load_model(encoder=fake_model_dir / "encoder.onnx", decoder=tmp_path / "missing.onnx")
     with pytest.raises(InputError, match="no model given"):

@@ -242,7 +242,20 @@ def test_stream_cli(fake_model_dir, tmp_path, capsys):
     rows = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and len(rows[0]["objects"]) == 2
     assert not list(tmp_path.glob(".*partial*"))  # temporary files renamed away
+    assert "[FP32 | onnxruntime CPUExecutionProvider]" in out and "random weights" not in out
     code = main(["stream", str(tmp_path / "missing.mp4"), "--model-dir", str(fake_model_dir), "--point", "1,1"])
     assert code == 2 and "video not found" in capsys.readouterr().err
     code = main(["stream", str(video), "--model-dir", str(fake_model_dir), "--box", "1,2,3"])
     assert code == 2 and "--box" in capsys.readouterr().err
+
+
+def test_stream_cli_says_once_that_random_weights_are_meaningless(tmp_path, capsys):
+    from fixtures_runtime import fake_contract, write_fake_model
+    from samdeploy.cli.main import main
+
+    model = write_fake_model(tmp_path / "m", fake_contract(weights="random:fake:seed=0"))
+    video = write_video(tmp_path / "clip.mp4", 6)
+    code = main(["stream", str(video), "--model-dir", str(model), "--box", "10,10,60,50", "--max-frames", "6"])
+    out = capsys.readouterr().out
+    assert code == 0 and "processed 6" in out
+    assert out.count("random weights") == 1 and "tracking may grow to the whole frame" in out

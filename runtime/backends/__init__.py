@@ -59,6 +59,15 @@ def backend_module(backend: str):
         raise BackendUnavailableError(f"the {what} backend cannot be imported ({exc})", hint=hint) from None
 
 
+def _precision_of(contract: Any, graph: Any) -> str:
+    """An engine knows its build precision; an ONNX file's contract provenance records calibration."""
+    try:
+        built = graph.describe().get("precision")
+    except Exception:  # a third-party backend without describe(): fall back to the contract
+        built = None
+    return str(built or dict(contract.provenance or {}).get("precision") or "fp32").lower()
+
+
 def load_model(
     model_dir: Optional[str | os.PathLike] = None,
     *,
@@ -105,7 +114,8 @@ def load_model(
     except BaseException:
         enc.close()
         raise
-    pair = GraphPair(enc, dec, contract, name, enc_path, dec_path, dict(options, providers=providers, threads=threads))
+    pair = GraphPair(enc, dec, contract, name, enc_path, dec_path, dict(options, providers=providers, threads=threads),
+                     precisions={"encoder": _precision_of(ce, enc), "decoder": _precision_of(cd, dec)})
     try:
         _check_io(pair)
     except BaseException:

@@ -157,6 +157,19 @@ class GraphPair:
     encoder_path: str
     decoder_path: str
     options: dict[str, Any] = field(default_factory=dict)
+    # Numeric precision of each graph ("fp32" | "fp16" | "int8"), from the engine or the file's contract.
+    precisions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """One label for both graphs: ``"FP32"``, or ``"INT8 encoder + FP32 decoder"`` when they differ."""
+        enc = self.precisions.get("encoder", "fp32").upper()
+        dec = self.precisions.get("decoder", "fp32").upper()
+        return enc if enc == dec else f"{enc} encoder + {dec} decoder"
+
+    @property
+    def random_weights(self) -> bool:
+        return str(self.contract.weights_sha256).startswith("random:")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -164,6 +177,8 @@ class GraphPair:
             "model_id": self.contract.model_id,
             "family": self.contract.family,
             "variant": self.contract.variant,
+            "precision": self.precision,
+            "random_weights": self.random_weights,
             "encoder": self.encoder.describe(),
             "decoder": self.decoder.describe(),
         }

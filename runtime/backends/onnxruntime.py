@@ -240,38 +240,43 @@ def find_files_in_dir(model_dir: str, exts: tuple[str, ...], defaults: tuple[str
 
     When the manifest records SHA-256 digests for the files it names, they are verified (cached by
     size / mtime / inode, see :func:`samdeploy._io.verify_sha256_cached`) and a file that does not
-    match is refused: a manifest must describe the files next to it. A directory without a manifest
-    (hand-made, or ``encoder=``/``decoder=`` files) is used as is, unless an unfinished export's
-    staging directory shows that its files may be a mix of two exports."""
+    match is refused: a manifest must describe the files next to it. A directory without a readable
+    manifest is refused (nothing says its files are one complete export); graphs without one can
+    still be named explicitly (``encoder=`` / ``decoder=``)."""
     if not os.path.isdir(model_dir):
         raise MissingFileError(f"model directory not found: {model_dir}", hint="run `samdeploy export --out DIR` first")
     names = list(defaults)
     man = os.path.join(model_dir, "manifest.json")
     to_verify: list[tuple[str, Optional[int], str]] = []
-    if os.path.exists(man):
-        try:
-            with open(man, encoding="utf-8") as fh:
-                m = json.load(fh)
-            files = m.get("files", {})
-            for i, role in enumerate(("encoder", "decoder")):
-                entry = files.get(role)
-                name = entry.get("path") or entry.get("file") if isinstance(entry, dict) else entry
-                if isinstance(name, str) and name.endswith(exts):
-                    names[i] = name
-                    if isinstance(entry, dict):  # (path, size, sha256) of the graph and its external data
-                        for f in [entry, *(entry.get("external_data") or [])]:
-                            if isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str):
-                                size = f.get("size")
-                                to_verify.append((f["path"], size if isinstance(size, int) else None, f["sha256"]))
-        except (OSError, ValueError, AttributeError):
-            to_verify = []  # fall back to the default names; the contract check still guards pairing
-    elif any(n.startswith(EXPORT_STAGING_PREFIX) for n in os.listdir(model_dir)):
-        # no manifest but an export's staging dir: an export was killed while replacing the files
-        # (or is running right now), so the graphs here may be a mix of two exports
+    if not os.path.exists(man):
+        staging = any(n.startswith(EXPORT_STAGING_PREFIX) for n in os.listdir(model_dir))
+        # Without a manifest nothing says which export the graphs belong to or whether they are
+        # complete (a killed export, files copied by hand): refuse rather than guess.
         raise ContractError(
-            f"{model_dir} has no manifest.json and an unfinished `samdeploy export` in it",
-            hint="wait for the running export to finish, or re-run `samdeploy export --out DIR`",
+            f"{model_dir} has no manifest.json" + (" and an unfinished `samdeploy export` in it" if staging else ""),
+            hint=("wait for the running export to finish, or re-run `samdeploy export --out DIR`" if staging else
+                  "export into it with `samdeploy export --out DIR`, or name the graphs explicitly "
+                  "(--encoder FILE --decoder FILE; Python: encoder=, decoder=) to use files without a manifest"),
         )
+    try:
+        with open(man, encoding="utf-8") as fh:
+            m = json.load(fh)
+        files = m.get("files", {})
+        for i, role in enumerate(("encoder", "decoder")):
+            entry = files.get(role)
+            name = entry.get("path") or entry.get("file") if isinstance(entry, dict) else entry
+            if isinstance(name, str) and name.endswith(exts):
+                names[i] = name
+                if isinstance(entry, dict):  # (path, size, sha256) of the graph and its external data
+                    for f in [entry, *(entry.get("external_data") or [])]:
+                        if isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str):
+                            size = f.get("size")
+                            to_verify.append((f["path"], size if isinstance(size, int) else None, f["sha256"]))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ContractError(
+            f"{man} is not a readable samdeploy manifest ({type(exc).__name__})",
+            hint="re-run `samdeploy export --out DIR` into this directory",
+        ) from None
     paths = tuple(os.path.join(model_dir, n) for n in names)
     for role, p in zip(("encoder", "decoder"), paths):
         if not os.path.exists(p):
