@@ -159,7 +159,7 @@ def _check_params(args: argparse.Namespace) -> None:
     if not np.isfinite(off) or off < 0.0:
         raise InputError(f"--stability-score-offset must be >= 0 (got {off})",
                          hint="it is the logit margin around the mask threshold (SAM's default 1.0)")
-    for name in ("pred_iou_thresh", "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio", "high_score_thresh", "border_snap"):
+    for name in ("high_score_thresh", "border_snap"):  # the fractions were range-checked above
         v = getattr(args, name)
         if not np.isfinite(v):
             raise InputError(f"--{name.replace('_', '-')} must be a finite number (got {v})")

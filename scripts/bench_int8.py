@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samdeploy.contract import ENCODER_INPUT
+
 
 def extra_photographs() -> dict[str, np.ndarray]:
     """Bundled photographs beyond the default set, so calibration gets TinySAM's 8 images offline."""
@@ -62,12 +64,12 @@ def calibration_images(n: int) -> dict[str, np.ndarray]:
 def latency(sessions: dict[str, object], x: np.ndarray, runs: int) -> dict[str, float]:
     """Median ms per session; runs interleaved so every session sees the same machine load."""
     for s in sessions.values():
-        s.run(None, {"image": x})
+        s.run(None, {ENCODER_INPUT: x})
     ts: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(runs):
         for k, s in sessions.items():
             t = time.perf_counter()
-            s.run(None, {"image": x})
+            s.run(None, {ENCODER_INPUT: x})
             ts[k].append(time.perf_counter() - t)
     return {k: float(np.median(v) * 1e3) for k, v in ts.items()}
 
@@ -98,7 +100,7 @@ def profile(path: str, x: np.ndarray, runs: int = 3) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         s = ort_session(path, threads=1, profile_prefix=os.path.join(d, "p"))
         for _ in range(runs + 1):
-            s.run(None, {"image": x})
+            s.run(None, {ENCODER_INPUT: x})
         f = s.end_profiling()
         events = json.load(open(f))
     per: dict[str, list[float]] = collections.defaultdict(list)

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from samdeploy import contract as C
+
 
 def export_official_decoder(path: str, seed: int = 0, opset: int = 17) -> str:
     import torch
@@ -61,12 +63,12 @@ def export_official_decoder(path: str, seed: int = 0, opset: int = 17) -> str:
 
     b, n = 2, 3
     args = (torch.randn(1, 256, 64, 64), torch.rand(b, n, 2) * 1024, torch.ones(b, n), torch.zeros(b, 1, 256, 256), torch.zeros(b))
-    dyn = {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"}, "mask_input": {0: "B"},
-           "has_mask_input": {0: "B"}, "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
+    dyn = {C.DECODER_POINT_COORDS: {0: "B", 1: "N"}, C.DECODER_POINT_LABELS: {0: "B", 1: "N"},
+           C.DECODER_MASK_INPUT: {0: "B"}, C.DECODER_HAS_MASK_INPUT: {0: "B"}, C.DECODER_IOU: {0: "B"},
+           C.DECODER_LOW_RES_MASKS: {0: "B"}}
     with torch.no_grad():
         torch.onnx.export(OfficialDecoder().eval(), args, path, opset_version=opset, dynamo=False,
-                          input_names=["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-                          output_names=["iou_predictions", "low_res_masks"], dynamic_axes=dyn)
+                          input_names=list(C.DECODER_INPUTS), output_names=list(C.DECODER_OUTPUTS), dynamic_axes=dyn)
     return path
 
 
@@ -82,13 +84,13 @@ def time_decoder(path: str, batch_sizes, runs: int, warmup: int, threads: int | 
     emb = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
     out = {}
     for b in batch_sizes:
-        feeds = {
-            "image_embeddings": emb,
-            "point_coords": (rng.random((b, 2, 2)) * 1024).astype(np.float32),
-            "point_labels": np.tile(np.array([[1.0, -1.0]], np.float32), (b, 1)),  # 1 click + SAM's pad point
-            "mask_input": np.zeros((b, 1, 256, 256), np.float32),
-            "has_mask_input": np.zeros((b,), np.float32),
-        }
+        feeds = C.decoder_feeds(
+            emb,
+            (rng.random((b, 2, 2)) * 1024).astype(np.float32),
+            np.tile(np.array([[1.0, -1.0]], np.float32), (b, 1)),  # 1 click + SAM's pad point
+            np.zeros((b, 1, 256, 256), np.float32),
+            np.zeros((b,), np.float32),
+        )
         for _ in range(warmup):
             sess.run(None, feeds)
         ts, cpu = [], []

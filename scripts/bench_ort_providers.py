@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from samdeploy.contract import ENCODER_INPUT
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "openvino": "OpenVINOExecutionProvider"}
 
 
@@ -53,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         sessions[spec] = ort.InferenceSession(f, so, providers=[(name, opts)] if opts else [name])
     size = sessions[args.files[0]].get_inputs()[0].shape[-1]
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, size, size)).astype(np.float32)
-    outs = {f: s.run(None, {"image": x})[0] for f, s in sessions.items()}
+    outs = {f: s.run(None, {ENCODER_INPUT: x})[0] for f, s in sessions.items()}
     times: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(args.runs):
         for f, s in sessions.items():
             t = time.perf_counter()
-            s.run(None, {"image": x})
+            s.run(None, {ENCODER_INPUT: x})
             times[f].append(time.perf_counter() - t)
     base = float(np.median(times[args.files[0]]))
     ref = outs[args.files[0]].ravel().astype(np.float64)

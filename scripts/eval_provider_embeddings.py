@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from samdeploy.contract import ENCODER_INPUT
+
 
 def _key(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
@@ -57,7 +59,7 @@ def cmd_encode(args) -> int:
         s = ort.InferenceSession(f, so, providers=[(prov, opts)] if opts else [prov])
         for k in data.files:
             if k.startswith("x/"):
-                out[f"{i}/{k[2:]}"] = s.run(None, {"image": data[k]})[0]
+                out[f"{i}/{k[2:]}"] = s.run(None, {ENCODER_INPUT: data[k]})[0]
         print(f"encoded with {f} ({prov}, onnxruntime {ort.__version__})")
     np.savez(args.out, files=np.array(args.files), **out)
     return 0
@@ -70,7 +72,7 @@ class _Saved:
         self.by_key = by_key
 
     def run(self, _names, feeds):
-        return [self.by_key[_key(feeds["image"])]]
+        return [self.by_key[_key(feeds[ENCODER_INPUT])]]
 
 
 def cmd_evaluate(args) -> int:

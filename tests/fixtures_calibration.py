@@ -327,11 +327,12 @@ def mini_calibration(photos) -> MiniCalibration:
     stats = {n: C.merge_stats([im.layers[n] for im in per_image]) for n in order}
     scales = {l.name: hessian_search(l, stats[l.name], n_candidates=12, rounds=2) for l in ran}
     x0 = next(iter(inputs.values()))[0]
-    enc = export_onnx(EncoderGraph(sam), (torch.from_numpy(x0),), ["image"], ["image_embeddings"])
+    from samdeploy import contract as C_
+
+    enc = export_onnx(EncoderGraph(sam), (torch.from_numpy(x0),), [C_.ENCODER_INPUT], [C_.ENCODER_OUTPUT])
     dec = export_onnx(_ReferenceDecoder(sam), decoder_example((256, MINI_SIZE // 16, MINI_SIZE // 16), 4 * (MINI_SIZE // 16)),
-                      ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-                      ["iou_predictions", "low_res_masks"],
-                      {"point_coords": {0: "b", 1: "n"}, "point_labels": {0: "b", 1: "n"}, "mask_input": {0: "b"},
-                       "has_mask_input": {0: "b"}})
+                      list(C_.DECODER_INPUTS), list(C_.DECODER_OUTPUTS),
+                      {C_.DECODER_POINT_COORDS: {0: "b", 1: "n"}, C_.DECODER_POINT_LABELS: {0: "b", 1: "n"},
+                       C_.DECODER_MASK_INPUT: {0: "b"}, C_.DECODER_HAS_MASK_INPUT: {0: "b"}})
     return MiniCalibration(sam, model, ran, {n: v[0] for n, v in inputs.items()}, per_image, stats, scales, enc, dec,
                            extra={"hw": {n: v[1] for n, v in inputs.items()}})

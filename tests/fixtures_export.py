@@ -127,10 +127,12 @@ def checkpoint_export_dir(tmp_path_factory, official_checkpoint_factory) -> Call
 
 def decoder_feeds(rng: np.random.Generator, embedding: np.ndarray, b: int, n: int, with_mask: bool, size: float = 1024.0) -> dict[str, np.ndarray]:
     """Random but valid decoder inputs: B prompts of N points (labels -1..3), optional mask input."""
-    return {
-        "image_embeddings": np.ascontiguousarray(embedding, np.float32),
-        "point_coords": (rng.random((b, n, 2)) * size).astype(np.float32),
-        "point_labels": rng.integers(-1, 4, size=(b, n)).astype(np.float32),
-        "mask_input": (rng.normal(size=(b, 1, 256, 256)) * 8.0).astype(np.float32) if with_mask else np.zeros((b, 1, 256, 256), np.float32),
-        "has_mask_input": np.full(b, 1.0 if with_mask else 0.0, np.float32),
-    }
+    from samdeploy import contract
+
+    return contract.decoder_feeds(
+        np.ascontiguousarray(embedding, np.float32),
+        (rng.random((b, n, 2)) * size).astype(np.float32),
+        rng.integers(-1, 4, size=(b, n)).astype(np.float32),
+        (rng.normal(size=(b, 1, 256, 256)) * 8.0).astype(np.float32) if with_mask else np.zeros((b, 1, 256, 256), np.float32),
+        np.full(b, 1.0 if with_mask else 0.0, np.float32),
+    )

@@ -214,3 +214,34 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     """max |got - ref| relative to the reference's scale (max |ref|, at least 1)."""
     assert got.shape == ref.shape, (got.shape, ref.shape)
     return float((got - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+
+
+def export_encoder_and_run(module, x, tmp_path, name: str, folded: bool = False):
+    """Export an image encoder alone (opset 17, legacy exporter) with the contract's I/O names, run it
+    in ONNX Runtime on ``x`` and return ``(onnx model, output ndarray, folded path or None)``.
+
+    With ``folded`` ORT's basic level (constant folding) writes the folded graph next to it, so a test
+    can check that every shape is static after folding."""
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from samdeploy.contract import ENCODER_INPUT, ENCODER_OUTPUT
+
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17,
+                          input_names=[ENCODER_INPUT], output_names=[ENCODER_OUTPUT])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    folded_path = None
+    if folded:
+        folded_path = tmp_path / f"{name}_folded.onnx"
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(folded_path)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {ENCODER_INPUT: x.numpy()})[0]
+    return onnx.load(str(path)), got, folded_path

@@ -71,10 +71,12 @@ def decoder_feeds(batch: int = 3, points: int = 4, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     labels = np.tile(np.array([1, 0, 1, -1][:points] + [1] * max(0, points - 4), np.float32), (batch, 1))
-    return {
-        "image_embeddings": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
-        "point_coords": (rng.random((batch, points, 2)) * 1024).astype(np.float32),
-        "point_labels": labels,
-        "mask_input": np.zeros((batch, 1, 256, 256), np.float32),
-        "has_mask_input": np.zeros(batch, np.float32),
-    }
+    from samdeploy import contract
+
+    return contract.decoder_feeds(
+        rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
+        (rng.random((batch, points, 2)) * 1024).astype(np.float32),
+        labels,
+        np.zeros((batch, 1, 256, 256), np.float32),
+        np.zeros(batch, np.float32),
+    )

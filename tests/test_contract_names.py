@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("runtime", "check", "calibration", "trt", "export", "jetson", "cli")
+STAGES = ("runtime", "check", "calibration", "trt", "export", "jetson", "cli", "scripts")
 # Names that mean only a graph tensor (point_coords / mask_input are also the Python API's keywords).
 GRAPH_ONLY = re.compile(r"""["'](image_embeddings|iou_predictions|low_res_masks|has_mask_input)["']|run\(\s*(None,\s*)?\{["']image["']\s*:""")
 

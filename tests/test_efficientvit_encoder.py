@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from fixtures_models import export_encoder_and_run
 import torch.nn.functional as F
 
 pytest.importorskip("efficientsam")
@@ -234,34 +235,13 @@ def test_configs_read_like_the_paper():
 
 def test_onnx_export_matches_onnxruntime(ours, ours_out, sam_input, tmp_path):
     import onnx
-    import onnxruntime as ort
 
-    path = tmp_path / "efficientvit_l0.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            ours,
-            (sam_input,),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["image"],
-            output_names=["image_embeddings"],
-        )
-    graph = onnx.load(str(path))
+    graph, got, folded_path = export_encoder_and_run(ours, sam_input, tmp_path, "efficientvit_l0", folded=True)
     ops = {n.op_type for n in graph.graph.node}
     assert graph.opset_import[0].version == 17
     assert "Tanh" in ops and "Erf" not in ops  # GELU, tanh approximation
     assert "Resize" in ops  # bicubic, constant scales
     assert not ops & {"Shape", "If", "Loop"}
-
-    folded_path = tmp_path / "efficientvit_l0_folded.onnx"
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.optimized_model_filepath = str(folded_path)
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"image": sam_input.numpy()})[0]
     ref = ours_out.numpy()
     assert got.shape == (1, 256, 64, 64)
     rel_l2 = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))

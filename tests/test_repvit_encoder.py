@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from fixtures_models import export_encoder_and_run
 import torch.nn.functional as F
 
 from samdeploy.contract import Preprocess
@@ -187,22 +188,9 @@ def test_neck_layernorm_eps_matches_official(official, ours):
 
 
 def test_edge_sam_onnx_export_matches_onnxruntime(ours, ours_out, sam_input, tmp_path):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+    import onnx
 
-    path = tmp_path / "edgesam_encoder.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            ours,
-            (sam_input,),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["image"],
-            output_names=["image_embeddings"],
-        )
-    graph = onnx.load(str(path))
+    graph, got, _ = export_encoder_and_run(ours, sam_input, tmp_path, "edgesam_encoder")
     ops = {n.op_type for n in graph.graph.node}
     assert graph.opset_import[0].version == 17
     assert {"Erf", "Resize", "Sigmoid", "ReduceMean"} <= ops  # exact GELU, bicubic upsampling, SE
@@ -212,10 +200,6 @@ def test_edge_sam_onnx_export_matches_onnxruntime(ours, ours_out, sam_input, tmp
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in resize[0].attribute}
     assert attrs["mode"] == b"cubic" and abs(attrs["cubic_coeff_a"] + 0.75) < 1e-6
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"image": sam_input.numpy()})[0]
     ref = ours_out.numpy()
     assert got.shape == (1, 256, 64, 64)
     rel_l2 = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))

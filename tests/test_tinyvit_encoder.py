@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from fixtures_models import export_encoder_and_run
 
 from samdeploy.models.tiny_vit import TinyViT
 
@@ -182,34 +183,12 @@ def test_batch_images_are_independent():
 
 def test_onnx_export_matches_onnxruntime(ours_eval_then_load, ours_out, sam_input, tmp_path):
     import onnx
-    import onnxruntime as ort
 
-    path = tmp_path / "tinyvit.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            ours_eval_then_load,
-            (sam_input,),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["image"],
-            output_names=["image_embeddings"],
-        )
-    graph = onnx.load(str(path))
+    graph, got, folded_path = export_encoder_and_run(ours_eval_then_load, sam_input, tmp_path, "tinyvit", folded=True)
     ops = {n.op_type for n in graph.graph.node}
     assert graph.opset_import[0].version == 17
     assert "Erf" in ops  # exact GELU
     assert not ops & {"Shape", "If", "Loop"}  # no run-time shape arithmetic, no data-dependent control flow
-
-    # ORT's basic level = constant folding; keep the folded graph to check it is fully static.
-    folded_path = tmp_path / "tinyvit_folded.onnx"
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.optimized_model_filepath = str(folded_path)
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"image": sam_input.numpy()})[0]
     ref = ours_out.numpy()
     assert got.shape == (1, 256, 64, 64)
     rel_l2 = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
