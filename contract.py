@@ -5,7 +5,8 @@ One :class:`ModelContract` is produced by ``samdeploy export`` and stored twice:
 Every later stage (check, calibrate, build, runtime) reads it back with :func:`read_onnx_contract`
 and refuses files whose contracts disagree (:func:`ensure_same_model`).
 
-Graph I/O of contract version 1 (all float32 unless noted)::
+Graph I/O (all float32 unless noted); names and per-image shapes are fields of the contract
+(``encoder.outputs``, ``decoder.embedding_inputs``), shown here with their SAM-1 values::
 
     encoder.onnx
       in   image             [B, 3, S, S]    RGB in 0..255, resized + padded (see Preprocess);
@@ -14,12 +15,29 @@ Graph I/O of contract version 1 (all float32 unless noted)::
 
     decoder.onnx   (one image, B prompts, N points per prompt)
       in   image_embeddings  [1, 256, 64, 64]   broadcast over the prompt batch inside the graph
-           point_coords      [B, N, 2]          (x, y) pixels in the encoder-input frame
+           point_coords      [B, N, 2]          (x, y) pixels in the prompt frame (prompts.frame_size)
            point_labels      [B, N]             -1 pad, 0 negative, 1 positive, 2/3 box corners
+                                                (-2 "zero token" where prompts.labels has it)
            mask_input        [B, 1, 256, 256]   previous low-res logits (zeros if unused)
            has_mask_input    [B]                1.0 to use mask_input, else 0.0
       out  iou_predictions   [B, 4]             all mask tokens; runtime picks 0 or 1..3
            low_res_masks     [B, 4, 256, 256]   logits; runtime upsamples/crops/thresholds
+
+Version 2 (this version) adds what the SAM-1 assumption hid; version-1 files load with defaults
+that reproduce version-1 behaviour exactly:
+
+- ``prompts.frame_size``: the prompt-coordinate and mask frame is separate from the encoder input
+  (EfficientViT-SAM L: encoder 512, prompts/masks 1024). ``None`` (v1) = the encoder input size.
+- ``preprocess.resize``: ``"longest_side"`` (scale + pad bottom/right) or ``"stretch"`` (to S x S);
+  ``preprocess.pixel_scale``: the range mean/std refer to (255 for SAM, 1 for 0..1 ImageNet stats).
+- ``encoder.outputs``: the named encoder outputs with per-image shapes; ``decoder.embedding_inputs``
+  names the ones the decoder consumes (same names on both graphs).
+- ``decoder.score``: how a mask's score is made: ``"iou_head"`` (the decoder's IoU prediction),
+  ``"stability"`` (SAM's stability score of the low-res logits, EdgeSAM's default) or ``"sigmoid"``.
+- ``decoder.hq_token``: HQ-SAM's extra mask channel (the runtime combines it as HQ-SAM does).
+- ``decoder.mask_input``: whether the decoder uses ``mask_input`` at all; ``decoder.accepts_no_points``:
+  the decoder graph runs with N = 0 points (a prompt of only a mask, or none, exactly as
+  SamPredictor encodes it); v1 graphs need N >= 1.
 
 This module is dependency-free (stdlib + optional onnx) so the device runtime can import it.
 """
@@ -33,10 +51,11 @@ from typing import Any, Mapping
 
 from .errors import ContractError
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 METADATA_KEY = "samdeploy.contract"
 
-# Canonical graph I/O names (contract version 1).
+# Canonical graph I/O names (the SAM-1 layout every current family shares).
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
@@ -47,10 +66,17 @@ DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
 DECODER_IOU, DECODER_LOW_RES_MASKS = DECODER_OUTPUTS
 
 
+PROMPT_INPUTS = DECODER_INPUTS[1:]  # what every decoder takes after the encoder's outputs
+
+
 def decoder_feeds(image_embeddings: Any, point_coords: Any, point_labels: Any, mask_input: Any,
                   has_mask_input: Any) -> dict[str, Any]:
-    """The decoder graph's feed dict, keyed by the contract's input names."""
-    return dict(zip(DECODER_INPUTS, (image_embeddings, point_coords, point_labels, mask_input, has_mask_input)))
+    """The decoder graph's feed dict, keyed by the contract's input names.
+
+    ``image_embeddings`` is the one SAM-1 embedding, or a mapping ``{encoder output name: array}``
+    for decoders that consume several encoder outputs (``decoder.embedding_inputs``)."""
+    embeddings = dict(image_embeddings) if isinstance(image_embeddings, Mapping) else {DECODER_EMBEDDINGS: image_embeddings}
+    return {**embeddings, **dict(zip(PROMPT_INPUTS, (point_coords, point_labels, mask_input, has_mask_input)))}
 
 
 def decoder_results(outputs: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -61,18 +87,33 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 POINT_LABELS = {"pad": -1, "negative": 0, "positive": 1, "box_top_left": 2, "box_bottom_right": 3}
+# EdgeSAM's extra label: the point's token is all zeros (no positional encoding, no embedding).
+ZERO_TOKEN_LABEL = -2
+SCORE_KINDS = ("iou_head", "stability", "sigmoid")
+RESIZE_MODES = ("longest_side", "stretch")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named graph tensor and its shape for ONE image (the batch axis is not included)."""
+
+    name: str
+    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class Preprocess:
     """How an HxWx3 uint8 RGB image becomes the encoder input."""
 
-    input_size: int = 1024  # encoder input is input_size x input_size
-    resize: str = "longest_side"  # "longest_side": scale = input_size / max(H, W); new = int(old*scale + 0.5)
+    input_size: int = 1024  # the ENCODER input is input_size x input_size (nothing else; see Prompts.frame_size)
+    # "longest_side": scale = input_size / max(H, W); new = int(old*scale + 0.5), pad bottom/right.
+    # "stretch": resize to input_size x input_size ignoring the aspect ratio, no padding.
+    resize: str = "longest_side"
     interpolation: str = "bilinear_antialias"  # PIL bilinear (what SamPredictor uses)
     channel_order: str = "RGB"
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN  # 0..255 scale
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+    pixel_scale: float = 255.0  # mean/std are for inputs in 0..pixel_scale (the graph input is always 0..255)
     normalize_in_graph: bool = True  # encoder.onnx computes (x - mean) / std itself
     pad: str = "bottom_right"
     # Value written into the padded area, in the graph's *input* space. With normalisation in the
@@ -82,16 +123,37 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class Encoder:
+    """What encoder.onnx returns (v2). Version-1 files: the single SAM-1 embedding."""
+
+    outputs: tuple[TensorSpec, ...] = (TensorSpec(ENCODER_OUTPUT, (256, 64, 64)),)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+
+@dataclass(frozen=True)
 class Prompts:
     """How prompts are encoded for decoder.onnx."""
 
-    coord_frame: str = "encoder_input"  # pixel coords after the longest-side resize (before padding)
+    # Long side of the frame prompts are given in and masks are produced in (the original image is
+    # mapped to it like the encoder input: longest side, same rounding). None = preprocess.input_size
+    # (contract v1, where the two were the same number).
+    frame_size: int | None = None
+    coord_frame: str = "prompt_frame"  # pixel coords in that frame (after the longest-side resize, before padding)
     coord_offset_in_graph: float = 0.5  # the graph adds +0.5 (pixel centres) like SAM's prompt encoder
     labels: Mapping[str, int] = field(default_factory=lambda: dict(POINT_LABELS))
     # SAM appends a padding point (0, 0, label -1) to every prompt that has no box; the graph does not,
     # the runtime must.
     pad_point_when_no_box: bool = True
     box_as_corner_points: bool = True  # a box is 2 points (x0,y0 label 2), (x1,y1 label 3) after the clicks
+
+    @property
+    def user_labels(self) -> tuple[int, ...]:
+        """Labels a user may give a click: -1 ignore, 0 background, 1 foreground (+ -2 where defined)."""
+        extra = (ZERO_TOKEN_LABEL,) if "zero_token" in self.labels else ()
+        return extra + (-1, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -109,6 +171,16 @@ class Decoder:
     # "single": decoder.onnx does everything per call. Later contract revisions may add a
     # prompt-independent "decoder_image" stage; runtimes must check this field.
     layout: str = "single"
+    # ---- version 2 ----
+    embedding_inputs: tuple[str, ...] = (ENCODER_OUTPUT,)  # decoder inputs fed from encoder outputs (same names)
+    score: str = "iou_head"  # "iou_head" | "stability" | "sigmoid": how a mask's score is made
+    mask_input: bool = True  # the decoder uses mask_input/has_mask_input
+    accepts_no_points: bool = False  # the graph runs with N = 0 points (v2 exports; v1 graphs need N >= 1)
+    extra_outputs: tuple[str, ...] = ()  # outputs beyond iou_predictions/low_res_masks (e.g. an object score)
+    # HQ-SAM: low_res_masks channel of the HQ token. The answer is then ONE mask per prompt: the
+    # single (0) or best multimask (1..3, by IoU) SAM logits plus the HQ logits, or the HQ logits
+    # alone (the runtime's hq_token_only); iou_predictions keeps the 4 SAM tokens' IoUs.
+    hq_token: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +191,8 @@ class ModelContract:
     preprocess: Preprocess = field(default_factory=Preprocess)
     prompts: Prompts = field(default_factory=Prompts)
     decoder: Decoder = field(default_factory=Decoder)
+    encoder: Encoder = field(default_factory=Encoder)
+    licence: str = ""  # the weights' licence as the registry records it (e.g. EdgeSAM: non-commercial)
     contract_version: int = CONTRACT_VERSION
     opset: int = 17
     samdeploy_version: str = ""
@@ -131,6 +205,35 @@ class ModelContract:
         """What must match between an encoder and a decoder (and an engine and its ONNX)."""
         return f"{self.family}/{self.variant}@{self.weights_sha256}"
 
+    # ---- graph I/O names (every stage reads them from here) -----------------------------------------
+    @property
+    def encoder_io(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return (ENCODER_INPUT,), self.encoder.output_names
+
+    @property
+    def decoder_io(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return tuple(self.decoder.embedding_inputs) + PROMPT_INPUTS, DECODER_OUTPUTS + tuple(self.decoder.extra_outputs)
+
+    def graph_io(self, role: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(input names, output names) of the ``role`` graph ("encoder" | "decoder")."""
+        if role == "encoder":
+            return self.encoder_io
+        if role == "decoder":
+            return self.decoder_io
+        raise ValueError(f"graph role must be 'encoder' or 'decoder', got {role!r}")
+
+    def embedding_shape(self, name: str) -> tuple[int, ...]:
+        """Per-image shape of encoder output ``name``."""
+        for o in self.encoder.outputs:
+            if o.name == name:
+                return tuple(o.shape)
+        raise ContractError(f"the contract has no encoder output {name!r}", hint="re-export the model")
+
+    @property
+    def frame_size(self) -> int:
+        """Long side of the prompt/mask frame (the encoder input size for version-1 contracts)."""
+        return int(self.prompts.frame_size if self.prompts.frame_size is not None else self.preprocess.input_size)
+
     # ---- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return _to_jsonable(dataclasses.asdict(self))
@@ -141,8 +244,8 @@ class ModelContract:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelContract":
         try:
-            version = int(d.get("contract_version", -1))
-            if version > CONTRACT_VERSION:
+            version = int(d.get("contract_version", 1))
+            if version not in SUPPORTED_VERSIONS and version > CONTRACT_VERSION:
                 raise ContractError(
                     f"contract version {version} is newer than this samdeploy understands ({CONTRACT_VERSION})",
                     hint="upgrade samdeploy on this machine, or re-export with the version installed here",
@@ -150,7 +253,13 @@ class ModelContract:
             pre = Preprocess(**_tuples(d.get("preprocess", {})))
             prm = dict(d.get("prompts", {}))
             prompts = Prompts(**_tuples(prm))
+            if version not in SUPPORTED_VERSIONS:
+                raise ContractError(f"unknown contract version {version}", hint="re-export the model with `samdeploy export`")
             dec = Decoder(**_tuples(d.get("decoder", {})))
+            enc_d = d.get("encoder")
+            enc = Encoder() if enc_d is None else Encoder(
+                outputs=tuple(TensorSpec(str(o["name"]), tuple(int(x) for x in o["shape"])) for o in enc_d["outputs"])
+            )
             return cls(
                 family=d["family"],
                 variant=d["variant"],
@@ -158,6 +267,8 @@ class ModelContract:
                 preprocess=pre,
                 prompts=prompts,
                 decoder=dec,
+                encoder=enc,
+                licence=str(d.get("licence", "")),
                 contract_version=version,
                 opset=int(d.get("opset", 17)),
                 samdeploy_version=str(d.get("samdeploy_version", "")),
@@ -187,7 +298,8 @@ def _to_jsonable(obj: Any) -> Any:
     return obj
 
 
-_TUPLE_FIELDS = {"pixel_mean", "pixel_std", "pad_value", "multimask_tokens", "embedding_shape"}
+_TUPLE_FIELDS = {"pixel_mean", "pixel_std", "pad_value", "multimask_tokens", "embedding_shape", "embedding_inputs",
+                 "extra_outputs"}
 
 
 def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:

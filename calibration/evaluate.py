@@ -26,14 +26,26 @@ import numpy as np
 import onnx
 
 from ..check.metrics import cosine_similarity, mask_iou
+from ..check.thresholds import select_thresholds
 from ..contract import DECODER_OUTPUTS, ENCODER_INPUT, ModelContract, decoder_feeds
-from ..runtime.transforms import preprocess_image
+from ..runtime.transforms import preprocess_image, prompt_frame_shape
 from .prompts import grid_prompts, low_res_valid
 
 @dataclass(frozen=True)
 class Gate:
-    mean_iou: float = 0.97
-    p5_iou: float = 0.90
+    """Minimum mean and 5th-percentile mask IoU, FP32 vs INT8. The defaults are the threshold
+    registry's (``check/thresholds.py``) ``mask_iou_mean`` / ``mask_iou_p5`` for precision int8."""
+
+    mean_iou: float = select_thresholds("int8", ("mask_iou_mean",))["mask_iou_mean"]  # type: ignore[assignment]
+    p5_iou: float = select_thresholds("int8", ("mask_iou_p5",))["mask_iou_p5"]  # type: ignore[assignment]
+
+    @classmethod
+    def from_thresholds(cls, precision: str = "int8", overrides=None) -> "Gate":
+        """The registry's limits for ``precision`` with ``overrides`` (``["mask_iou_p5=0.85"]`` or a
+        mapping, as :func:`~samdeploy.check.thresholds.resolve_thresholds` takes); ``off`` = 0 (not gated)."""
+        t = select_thresholds(precision, ("mask_iou_mean", "mask_iou_p5"), overrides)
+        return cls(mean_iou=0.0 if t["mask_iou_mean"] is None else t["mask_iou_mean"],
+                   p5_iou=0.0 if t["mask_iou_p5"] is None else t["mask_iou_p5"])
 
     def check(self, r: "EvalResult") -> list[str]:
         bad = []
@@ -151,7 +163,8 @@ class Evaluator:
 
     def reference(self, name: str) -> _Reference:
         if name not in self._ref:
-            x, hw = preprocess_image(self.images[name], self.contract.preprocess)
+            x, _ = preprocess_image(self.images[name], self.contract.preprocess)
+            hw = prompt_frame_shape(self.images[name].shape[:2], self.contract)
             emb = self.fp_encoder.run(None, {ENCODER_INPUT: x})[0]
             self._ref[name] = _Reference(emb, hw, x, self._decode(self.fp_decoder, emb, hw))
         return self._ref[name]
@@ -165,7 +178,7 @@ class Evaluator:
             ref = self.reference(name)
             emb = q_encoder.run(None, {ENCODER_INPUT: ref.x})[0]
             c = cosine_similarity(ref.emb, emb)
-            h, w = low_res_valid(ref.hw, self.contract.preprocess.input_size, dec.low_res_size)
+            h, w = low_res_valid(ref.hw, self.contract.frame_size, dec.low_res_size)
             img_ious = []
             for (iou_r, m_r), (iou_q, m_q) in zip(ref.outs, self._decode(q_decoder, emb, ref.hw)):
                 thr = dec.mask_threshold

@@ -118,22 +118,37 @@ class QuantLayer:
         return shape
 
 
+# Modules that apply attribute ``conv`` then attribute ``norm`` (EfficientViT-SAM's ConvLayer).
+_CONV_NORM_ATTRS = (("conv", "norm"),)
+
+
 def fold_batchnorm_(model: nn.Module) -> int:
-    """Fold every ``Conv2d`` followed directly by a ``BatchNorm2d`` inside an ``nn.Sequential``
-    (TinyViT's ``Conv2d_BN``) into one conv with bias; the BN becomes ``nn.Identity``. In place;
-    returns the number of folds."""
+    """Fold every ``Conv2d`` whose output goes straight into a ``BatchNorm2d`` into one conv with
+    bias, as the ONNX exporter does, so the PyTorch layers match the exported graph's weights:
+    consecutive members of an ``nn.Sequential`` (TinyViT's/RepViT's ``Conv2d_BN``) and modules with a
+    ``conv`` then ``norm`` attribute (EfficientViT's ``ConvLayer``). The BN becomes ``nn.Identity``.
+    In place; returns the number of folds."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    def foldable(conv: object, bn: object) -> bool:
+        return isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+
     folded = 0
-    for seq in list(model.modules()):
-        if not isinstance(seq, nn.Sequential):
+    for mod in list(model.modules()):
+        if isinstance(mod, nn.Sequential):
+            names = list(mod._modules)
+            for a, b in zip(names, names[1:]):
+                conv, bn = mod._modules[a], mod._modules[b]
+                if foldable(conv, bn):
+                    mod._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                    mod._modules[b] = nn.Identity()
+                    folded += 1
             continue
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                seq._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
-                seq._modules[b] = nn.Identity()
+        for conv_name, bn_name in _CONV_NORM_ATTRS:
+            conv, bn = getattr(mod, conv_name, None), getattr(mod, bn_name, None)
+            if foldable(conv, bn):
+                setattr(mod, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+                setattr(mod, bn_name, nn.Identity())
                 folded += 1
     return folded
 

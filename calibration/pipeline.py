@@ -230,6 +230,14 @@ def calibrate(
         torch.set_num_threads(int(settings.threads))
     run = _Run(model_dir, settings, checkpoint, random_seed, trust_pickle, say, progress)
     contract = run.contract
+    if len(contract.decoder.embedding_inputs) != 1:
+        from ..errors import ContractError
+
+        raise ContractError(
+            f"{contract.family}/{contract.variant}: calibration drives decoders that consume one encoder output; "
+            f"this one consumes {list(contract.decoder.embedding_inputs)}",
+            hint="INT8 calibration of multi-feature families (HQ-SAM, SAM2) is not implemented yet",
+        )
     if run.random_weights:
         say("note: random weights -- accuracy numbers measure INT8 perturbation of a random network, "
             "not task accuracy (see the report)")
@@ -395,7 +403,7 @@ def calibrate(
 def _collect(run: _Run, model, layers, images: Mapping[str, np.ndarray], need_grad: bool, cache_dir):
     from tqdm import tqdm
 
-    from ..runtime.transforms import preprocess_image
+    from ..runtime.transforms import preprocess_image, prompt_frame_shape
     from . import collect as C
     from . import losses
     from . import prompts as P
@@ -421,11 +429,12 @@ def _collect(run: _Run, model, layers, images: Mapping[str, np.ndarray], need_gr
         info.append({"name": name, "sha256": sha, "shape": list(img.shape)})
         st = cache.get(sha)
         if st is None:
-            x, hw = preprocess_image(img, contract.preprocess)
+            x, _ = preprocess_image(img, contract.preprocess)
+            hw = prompt_frame_shape(img.shape[:2], contract)  # prompts live in the prompt frame
             seed = int(sha[:8], 16) ^ s.seed
             rng = np.random.default_rng(seed)
             batches = P.sample_prompts(rng, hw, s.prompts_per_image)
-            valid = P.low_res_valid(hw, contract.preprocess.input_size, dec.low_res_size)
+            valid = P.low_res_valid(hw, contract.frame_size, dec.low_res_size)
             st = C.collect_image(model, collector, x, batches, valid, tokens, loss_fn, seed)
             cache.put(sha, st)
         per_image.append(st)

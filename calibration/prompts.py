@@ -1,7 +1,8 @@
 """Prompts for calibration (gradients of the task loss) and for the accuracy gate (no torch).
 
-All coordinates are (x, y) pixels in the encoder-input frame (after the longest-side resize, before
-padding), as the decoder contract expects. A prompt without a box gets SAM's padding point
+All coordinates are (x, y) pixels in the prompt frame (``contract.frame_size``, after the
+longest-side resize, before padding), as the decoder contract expects; packing is the runtime's
+``pack_prompts``. A prompt without a box gets SAM's padding point
 ``(0, 0, -1)`` appended (``contract.prompts.pad_point_when_no_box``). Prompts of one kind share a
 point count, so each kind is one decoder batch.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..runtime.prompts import pack_prompts
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,12 @@ class PromptBatch:
 
 
 def _pad(coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    b = coords.shape[0]
-    coords = np.concatenate([coords, np.zeros((b, 1, 2), np.float32)], axis=1)
-    labels = np.concatenate([labels, -np.ones((b, 1), np.float32)], axis=1)
-    return coords, labels
+    """Clicks without a box -> the runtime's packing (SAM's padding point appended)."""
+    return pack_prompts(coords, labels, None, coords.shape[0])
+
+
+def _box_prompts(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return pack_prompts(None, None, corners, corners.shape[0])
 
 
 def _points(rng: np.random.Generator, n: int, hw: tuple[int, int]) -> np.ndarray:
@@ -64,7 +69,7 @@ def sample_prompts(rng: np.random.Generator, hw: tuple[int, int], count: int) ->
         c, lab = _pad(pts, np.tile(np.array([[1.0, 0.0]], np.float32), (n_pair, 1)))
         out.append(PromptBatch("click_pair", c, lab))
     if n_box:
-        out.append(PromptBatch("box", _boxes(rng, n_box, hw), np.tile(np.array([[2.0, 3.0]], np.float32), (n_box, 1))))
+        out.append(PromptBatch("box", *_box_prompts(_boxes(rng, n_box, hw))))
     return out
 
 
@@ -79,11 +84,11 @@ def grid_prompts(hw: tuple[int, int], per_side: int = 4, boxes: int = 4, seed: i
     out = [PromptBatch("grid_click", c, lab)]
     if boxes:
         rng = np.random.default_rng(seed)
-        out.append(PromptBatch("box", _boxes(rng, boxes, hw), np.tile(np.array([[2.0, 3.0]], np.float32), (boxes, 1))))
+        out.append(PromptBatch("box", *_box_prompts(_boxes(rng, boxes, hw))))
     return out
 
 
-def low_res_valid(hw: tuple[int, int], input_size: int, low_res: int) -> tuple[int, int]:
-    """Rows/cols of the low-res mask that cover the image (the rest is padding)."""
-    f = low_res / input_size
+def low_res_valid(hw: tuple[int, int], frame_size: int, low_res: int) -> tuple[int, int]:
+    """Rows/cols of the low-res mask that cover the image (the rest is padding); ``hw`` in the prompt frame."""
+    f = low_res / frame_size
     return max(1, int(np.ceil(hw[0] * f))), max(1, int(np.ceil(hw[1] * f)))

@@ -18,11 +18,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..contract import ENCODER_INPUT, ENCODER_OUTPUT, ModelContract, decoder_feeds, decoder_results, ensure_same_model
+from ..contract import ENCODER_INPUT, ModelContract, decoder_feeds, decoder_results, ensure_same_model
 from ..errors import ContractError, InputError
 from ..export.manifest import export_dir_of, graph_path, manifest_contract, read_manifest, verify_files
 from ..export.source import ModelSource, load_source
-from ..runtime.transforms import preprocess_image
+from ..runtime.transforms import preprocess_image, prompt_frame_shape
 from . import metrics
 from .prompts import DecoderCall, mask_feedback, prompt_suite
 from .report import CheckReport, Gate
@@ -212,10 +212,16 @@ class _Acc:
         }
 
 
-def _torch_decode(sam, emb: np.ndarray, call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray):
+def _encoder_outputs(contract: ModelContract, out: Any) -> dict[str, np.ndarray]:
+    """``Sam.encode``'s tensor (or tuple, for several outputs) by the contract's output names."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return {n: t.numpy() for n, t in zip(contract.encoder.output_names, outs)}
+
+
+def _torch_decode(sam, emb: dict[str, np.ndarray], call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray):
     with torch.no_grad():
         iou, masks = sam.decode(
-            torch.from_numpy(emb),
+            *(torch.from_numpy(e) for e in emb.values()),
             torch.from_numpy(call.point_coords),
             torch.from_numpy(call.point_labels),
             torch.from_numpy(mask_input),
@@ -224,9 +230,9 @@ def _torch_decode(sam, emb: np.ndarray, call: DecoderCall, mask_input: np.ndarra
     return iou.numpy(), masks.numpy()
 
 
-def _graph_decode(decoder, emb: np.ndarray, call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray):
-    return decoder_results(decoder.run(decoder_feeds(
-        np.ascontiguousarray(emb, np.float32), call.point_coords, call.point_labels, mask_input, has_mask)))
+def _graph_decode(decoder, emb: dict[str, np.ndarray], call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray):
+    feats = {n: np.ascontiguousarray(e, np.float32) for n, e in emb.items()}
+    return decoder_results(decoder.run(decoder_feeds(feats, call.point_coords, call.point_labels, mask_input, has_mask)))
 
 
 def _run_images(sam, graphs, contract: ModelContract, images, seed: int, report: CheckReport, say) -> None:
@@ -238,13 +244,20 @@ def _run_images(sam, graphs, contract: ModelContract, images, seed: int, report:
     abs_logits: list[np.ndarray] = []
     for name, image in images.items():
         t0 = time.perf_counter()
-        x, resized_hw = preprocess_image(image, contract.preprocess)
+        x, _ = preprocess_image(image, contract.preprocess)
+        resized_hw = prompt_frame_shape(image.shape[:2], contract)  # prompts live in the prompt frame
+        consumed = contract.decoder.embedding_inputs
         with torch.no_grad():
-            emb_ref = sam.encode(torch.from_numpy(x)).numpy()
+            all_ref = _encoder_outputs(contract, sam.encode(torch.from_numpy(x)))
+        emb_ref = {n: all_ref[n] for n in consumed}
         emb_out = None
         if "encoder" in graphs:
-            emb_out = graphs["encoder"].run({ENCODER_INPUT: x})[ENCODER_OUTPUT]
-            row = metrics.embedding_metrics(emb_ref, emb_out)
+            outputs = graphs["encoder"].run({ENCODER_INPUT: x})
+            emb_out = {n: outputs[n] for n in consumed}
+            # every encoder output is judged; the worst one is reported
+            rows = [metrics.embedding_metrics(all_ref[n], outputs[n]) for n in contract.encoder.output_names]
+            row = {"max_abs": max(r["max_abs"] for r in rows), "rel_l2": max(r["rel_l2"] for r in rows),
+                   "cosine": min(r["cosine"] for r in rows)}
             emb_rows.append(row)
             report.per_image[name] = {"size": list(image.shape[:2]), **{f"embedding_{k}": v for k, v in row.items()}}
         else:

@@ -2,7 +2,7 @@
 
 Prompts are placed on each image from a generator seeded by (seed, image name), in original-image
 pixels, then encoded for decoder.onnx exactly as the contract says (and the runtime does): coordinates
-mapped into the resized encoder-input frame, clicks first, then a box as two corner points (labels
+mapped into the resized prompt frame (``contract.frame_size``), clicks first, then a box as two corner points (labels
 2 and 3), and the padding point (0, 0, -1) appended when a prompt has no box.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract import ModelContract
+from ..runtime.prompts import pack_prompts
 from ..runtime.transforms import apply_boxes, apply_coords
 
 # (case name, what it exercises)
@@ -44,7 +45,7 @@ class DecoderCall:
 
     case: str
     prompts: list[Prompt]
-    point_coords: np.ndarray  # [B, N, 2] encoder-input frame
+    point_coords: np.ndarray  # [B, N, 2] prompt frame
     point_labels: np.ndarray  # [B, N]
     mask_from: str | None = None  # name of the case whose output is fed back as mask_input
 
@@ -54,18 +55,12 @@ class DecoderCall:
 
 
 def encode_prompt(prompt: Prompt, original_hw: tuple[int, int], resized_hw: tuple[int, int], contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:
-    """One prompt -> (coords [N, 2], labels [N]) for decoder.onnx."""
-    labels_map = contract.prompts.labels
-    coords = [apply_coords(np.asarray(prompt.points, np.float32).reshape(-1, 2), original_hw, resized_hw)]
-    labels = [np.asarray(prompt.labels, np.float32).reshape(-1)]
-    if prompt.box is not None:
-        corners = apply_boxes(np.asarray(prompt.box, np.float32), original_hw, resized_hw).reshape(2, 2)
-        coords.append(corners)
-        labels.append(np.array([labels_map["box_top_left"], labels_map["box_bottom_right"]], np.float32))
-    elif contract.prompts.pad_point_when_no_box:
-        coords.append(np.zeros((1, 2), np.float32))
-        labels.append(np.array([labels_map["pad"]], np.float32))
-    return np.concatenate(coords).astype(np.float32), np.concatenate(labels).astype(np.float32)
+    """One prompt -> (coords [N, 2], labels [N]) for decoder.onnx, packed by the runtime's packer."""
+    coords = apply_coords(np.asarray(prompt.points, np.float32).reshape(1, -1, 2), original_hw, resized_hw)
+    labels = np.asarray(prompt.labels, np.float32).reshape(1, -1)
+    corners = None if prompt.box is None else apply_boxes(np.asarray(prompt.box, np.float32).reshape(1, 4), original_hw, resized_hw)
+    pc, pl = pack_prompts(coords, labels, corners, 1, contract.prompts.pad_point_when_no_box)
+    return pc[0], pl[0]
 
 
 def encode_batch(prompts: list[Prompt], original_hw, resized_hw, contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,7 @@ def run_identity(info: dict) -> dict:
         "backend": info.get("backend"),
         "providers": dec.get("providers") or [],
         "random_weights": bool(info.get("random_weights", False)),
+        "score": info.get("score", "iou_head"),
     }
 
 
@@ -57,7 +58,8 @@ def identity_lines(identity: dict, command: str) -> list[str]:
     """``model ... [FP32 | onnxruntime CPUExecutionProvider]`` plus the random-weights note."""
     providers = ",".join(identity["providers"])
     lines = [f"model    {identity['model']}  [{identity['precision']} | {identity['backend']}"
-             + (f" {providers}" if providers else "") + "]"]
+             + (f" {providers}" if providers else "") + "]"
+             + ("" if identity.get("score", "iou_head") == "iou_head" else f"  scores: {identity['score']}")]
     if identity["random_weights"]:
         lines.append(f"note     random weights (--random-weights export): {_RANDOM_WEIGHTS_NOTES[command]}")
     return lines

@@ -49,8 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the most sensitive layers in float until the gate passes; report the speed cost")
     q.add_argument("--compare-methods", action="store_true", help="evaluate all four methods side by side (one table)")
     gate = p.add_argument_group("accuracy gate (FP32 vs INT8 through ONNX Runtime on held-out images)")
-    gate.add_argument("--gate-mean-iou", type=float, default=0.97, help="minimum mean mask IoU (default 0.97)")
-    gate.add_argument("--gate-p5-iou", type=float, default=0.90, help="minimum 5th-percentile mask IoU (default 0.90)")
+    from ..check.thresholds import DEFAULTS  # the one threshold registry (torch-free)
+
+    mean, p5 = DEFAULTS["int8"]["mask_iou_mean"], DEFAULTS["int8"]["mask_iou_p5"]
+    gate.add_argument("--gate-mean-iou", type=float, default=mean, help=f"minimum mean mask IoU (default {mean})")
+    gate.add_argument("--gate-p5-iou", type=float, default=p5, help=f"minimum 5th-percentile mask IoU (default {p5})")
     rt = p.add_argument_group("run")
     rt.add_argument("--cache-dir", metavar="DIR", default=None,
                     help="statistics cache (default ~/.cache/samdeploy/calibration; a re-run skips finished images/layers)")

@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     from samdeploy.images import load_image
     from samdeploy.runtime import Predictor
     from samdeploy.runtime.amg import MaskGenerator
-    from samdeploy.runtime.amg_utils import rle_to_mask
+    from samdeploy.runtime.rle import rle_to_mask
     from samdeploy.runtime.overlay import draw_overlay, write_png
 
     _check_params(args)

@@ -9,9 +9,11 @@ HELP = "export encoder/decoder ONNX + manifest from a checkpoint (or --random-we
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..models.variants import variant_names  # torch-free table
+
     src = p.add_argument_group("model (one of: --checkpoint, a registry name as --model, --random-weights)")
     src.add_argument("--model", default="auto", metavar="NAME",
-                     help="variant (mobile_sam, tinysam, vit_b, vit_l, vit_h, slimsam_50, slimsam_77), 'auto' to detect "
+                     help=f"variant ({', '.join(variant_names())}), 'auto' to detect "
                           "it from --checkpoint, or a registry name to download (see `samdeploy models list`)")
     src.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (.pth/.pt state_dict)")
     src.add_argument("--trust-pickle", action="store_true",

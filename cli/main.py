@@ -21,6 +21,7 @@ from typing import NoReturn, Sequence
 # name -> module (in pipeline order; shown in this order by --help)
 COMMANDS: dict[str, str] = {
     "export": "samdeploy.cli.export_cmd",
+    "import": "samdeploy.cli.import_cmd",
     "check": "samdeploy.cli.check_cmd",
     "calibrate": "samdeploy.cli.calibrate_cmd",
     "build": "samdeploy.cli.build_cmd",
@@ -35,6 +36,7 @@ COMMANDS: dict[str, str] = {
 # One-line help strings kept here so `samdeploy --help` imports no subcommand module.
 SUMMARIES: dict[str, str] = {
     "export": "export encoder/decoder ONNX + manifest from a checkpoint (or --random-weights)",
+    "import": "wrap a foreign encoder ONNX (NanoSAM, EdgeSAM, Meta-style) + a decoder in the samdeploy contract",
     "check": "parity of exported ONNX vs the PyTorch model on real photographs; exit 1 on failure",
     "calibrate": "INT8 post-training quantization (Hessian-guided scale search) to QDQ ONNX + report",
     "build": "build TensorRT engines (fp32/fp16/int8) from exported ONNX",

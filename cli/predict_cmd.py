@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a click in image pixels; LABEL 1 = foreground (default), 0 = background. Repeatable")
     g.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1",
                    help="a box in image pixels. Repeatable: several boxes = batched prompts, one mask each")
+    g.add_argument("--score", default=None, choices=["iou_head", "stability", "sigmoid"],
+                   help="how masks are scored (default: the model's own, e.g. stability for EdgeSAM)")
     g.add_argument("--multimask", action="store_true",
                    help="return SAM's 3 candidate masks per prompt (overlay shows the best-scoring one)")
     p.add_argument("--out", default=None, help="output directory (default: <image-stem>_samdeploy next to the image)")
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     pred = Predictor(args.model_dir, encoder=args.encoder, decoder=args.decoder, backend=args.backend,
-                     providers=args.providers, threads=args.threads)
+                     providers=args.providers, threads=args.threads, score=args.score)
     load_ms = (time.perf_counter() - t0) * 1e3
     try:
         pred.set_image(image)

@@ -103,10 +103,13 @@ class ExportResult:
         lines = [
             f"model     {c.family}/{c.variant}  weights {c.weights_sha256[:24]}{'...' if len(c.weights_sha256) > 24 else ''}",
             f"source    {self.source.describe()}",
-            f"contract  v{c.contract_version}, opset {c.opset}, input {c.preprocess.input_size}px "
-            f"{c.preprocess.channel_order} 0..255 (normalised in graph), "
-            f"{'always multimask' if c.decoder.always_multimask else 'tokens 0 / 1..3'}",
+            f"contract  v{c.contract_version}, opset {c.opset}, encoder input {c.preprocess.input_size}px "
+            f"{c.preprocess.channel_order} 0..255 (normalised in graph), prompt/mask frame {c.frame_size}px, "
+            f"{'always multimask' if c.decoder.always_multimask else 'tokens 0 / 1..3'}"
+            f"{'' if c.decoder.hq_token is None else f' + HQ token {c.decoder.hq_token}'}, scores: {c.decoder.score}",
         ]
+        if c.licence and not c.licence.startswith("Apache"):
+            lines.append(f"licence   {c.licence}")
         for g in self.graphs.values():
             shapes = ", ".join(f"{i['name']}{list(i['shape'])}" for i in g.inputs)
             for f in g.files:
@@ -187,7 +190,7 @@ def finish_graph(model: onnx.ModelProto, role: str, contract: ModelContract) -> 
     onnx_io.remove_initializer_identities(model)
     onnx_io.remove_unused_initializers(model)
     onnx_io.fold_constants(model)
-    report = graph_checks.check_graph(model, role)
+    report = graph_checks.check_graph(model, role, contract)
     if not report.ok:
         raise ExportError(
             f"the exported {role} graph breaks the samdeploy contract:\n    " + "\n    ".join(report.problems),
@@ -297,12 +300,12 @@ def _graph_spec(sam, role: str, contract: ModelContract, options: ExportOptions)
         return (
             wrappers.EncoderGraph(sam),
             wrappers.encoder_example(contract.preprocess.input_size, batch),
-            wrappers.encoder_io(options.encoder_batch is None),
+            wrappers.encoder_io(contract, options.encoder_batch is None),
         )
     return (
         wrappers.DecoderGraph(sam),
-        wrappers.decoder_example(tuple(contract.decoder.embedding_shape), contract.decoder.low_res_size),
-        wrappers.decoder_io(),
+        wrappers.decoder_example(contract),
+        wrappers.decoder_io(contract),
     )
 
 

@@ -42,6 +42,7 @@ SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
 # Ops whose output depends only on the *shape* of their input, not its values.
 SHAPE_ONLY_OPS = ("Shape", "Size")
 
+# The SAM-1 layout; a contract passed to check_graph gives the family's own names.
 EXPECTED_IO = {
     "encoder": ((ENCODER_INPUT,), (ENCODER_OUTPUT,)),
     "decoder": (DECODER_INPUTS, DECODER_OUTPUTS),
@@ -109,7 +110,7 @@ def inputs_used_as_shapes(model: onnx.ModelProto) -> dict[str, list[str]]:
     return result
 
 
-def check_graph(model: onnx.ModelProto, role: str) -> GraphReport:
+def check_graph(model: onnx.ModelProto, role: str, contract=None) -> GraphReport:
     """Return every contract violation found in ``model`` (exported as ``role``)."""
     report = GraphReport(role=role, op_counts=op_counts(model))
     graph = model.graph
@@ -127,7 +128,7 @@ def check_graph(model: onnx.ModelProto, role: str) -> GraphReport:
     for name, hits in inputs_used_as_shapes(model).items():
         report.problems.append(f"input {name!r} is used as a shape tensor: {', '.join(hits[:3])}")
     if role in EXPECTED_IO:
-        want_in, want_out = EXPECTED_IO[role]
+        want_in, want_out = contract.graph_io(role) if contract is not None else EXPECTED_IO[role]
         got_in = tuple(i.name for i in inputs)
         got_out = tuple(o.name for o in graph.output)
         if got_in != tuple(want_in):

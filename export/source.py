@@ -125,6 +125,12 @@ def load_source(src: ModelSource, notes: list[str] | None = None):
         if notes is not None:
             notes.extend(getattr(info, "notes", []))
     else:
+        if src.kind == "onnx_import":
+            raise InputError(
+                "this model was imported from a foreign ONNX file (`samdeploy import`): there is no PyTorch "
+                "model to compare it with",
+                hint="check the import's own probe (printed by `samdeploy import`), or export from a checkpoint",
+            )
         raise InputError(f"unknown model source kind {src.kind!r} in the manifest", hint="re-export the model")
     return sam.eval()
 

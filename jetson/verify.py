@@ -8,8 +8,9 @@ clicks, a box, a box + click):
 * decoder: both decoders get the *reference* embedding, so decoder error is measured on its own:
   mask IoU of the thresholded low-res logits per token, IoU-prediction max abs difference.
 
-Metrics come from ``samdeploy.check.metrics`` (the same ones ``samdeploy check`` gates on).
-Exit 1 if any gate fails. Usage::
+Metrics come from ``samdeploy.check.metrics`` and their limits from ``samdeploy.check.thresholds``
+(the same registry ``samdeploy check`` and the calibration gate read; ``--threshold NAME=VALUE``
+overrides one). Exit 1 if any gate fails, 2 on a bad argument. Usage::
 
     python jetson/verify.py --onnx-dir export/ --engine-dir export/engines-fp16 [--json report.json]
 
@@ -24,12 +25,19 @@ import sys
 
 import numpy as np
 
-# thresholds per precision: (min embedding cosine, min mean mask IoU, min worst mask IoU, max IoU-pred diff)
-GATES = {
-    "fp32": (0.9999, 0.99, 0.95, 0.01),
-    "fp16": (0.999, 0.97, 0.85, 0.03),
-    "int8": (0.99, 0.93, 0.70, 0.06),
-}
+from samdeploy.check.thresholds import PRECISIONS, select_thresholds
+
+# What this script gates, by registry name (check/thresholds.py holds the limits; None = not gated):
+# min embedding cosine, min mean mask IoU, min worst mask IoU, max IoU-prediction difference.
+GATED = ("embedding_cosine", "mask_iou_mean", "mask_iou_min", "iou_pred_max_abs")
+
+
+def gates(precision: str, overrides=None) -> dict:
+    """The limits for ``precision`` from the registry, with ``--threshold`` style ``overrides``."""
+    return select_thresholds(precision, GATED, overrides)
+
+
+GATES = {p: gates(p) for p in PRECISIONS}
 
 
 def prompts_for(h: int, w: int) -> list[dict]:
@@ -52,7 +60,17 @@ def main(argv=None) -> int:
     ap.add_argument("--image", action="append", default=[], help="photograph(s) to use (default: scikit-image samples)")
     ap.add_argument("--max-images", type=int, default=3)
     ap.add_argument("--json", default=None, help="write the report here")
+    ap.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                    help="override a limit of the registry (VALUE 'off' disables it); gated here: " + ", ".join(GATED))
     args = ap.parse_args(argv)
+
+    from samdeploy.errors import InputError
+
+    try:
+        gates(args.precision or "fp32", args.threshold)  # fail fast on a typo, before loading models
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     from samdeploy.check import metrics
     from samdeploy.images import default_photographs, load_image
@@ -63,8 +81,13 @@ def main(argv=None) -> int:
     precision = args.precision
     if precision is None:
         desc = cand.model.describe().get("decoder", {})
-        precision = desc.get("precision", "fp32")
-    cos_min, iou_mean_min, iou_worst_min, iou_pred_max = GATES[precision]
+        precision = str(desc.get("precision", "fp32")).lower()
+    try:
+        limits = gates(precision, args.threshold)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cos_min, iou_mean_min, iou_worst_min, iou_pred_max = (limits[k] for k in GATED)
     photos = {p: load_image(p) for p in args.image} if args.image else dict(list(default_photographs().items())[: args.max_images])
 
     rows, ious, failures = [], [], []
@@ -72,7 +95,7 @@ def main(argv=None) -> int:
         ref.set_image(img)
         cand.set_image(img)
         emb = metrics.embedding_metrics(ref.get_image_embedding(), cand.get_image_embedding())
-        if emb["cosine"] < cos_min:
+        if cos_min is not None and emb["cosine"] < cos_min:
             failures.append(f"{name}: embedding cosine {emb['cosine']:.5f} < {cos_min}")
         cand.set_image_embedding(ref.get_image_embedding(), img.shape[:2])  # decoder measured on its own
         for pr in prompts_for(*img.shape[:2]):
@@ -82,18 +105,18 @@ def main(argv=None) -> int:
             dm = metrics.decoder_metrics(s_ref[None], low_ref[None], s_out[None], low_out[None])
             iou = np.asarray(dm["mask_iou"]).ravel()
             ious.extend(iou.tolist())
-            if dm["iou_pred_max_abs"] > iou_pred_max:
+            if iou_pred_max is not None and dm["iou_pred_max_abs"] > iou_pred_max:
                 failures.append(f"{name} / {pr['name']}: IoU-prediction diff {dm['iou_pred_max_abs']:.4f} > {iou_pred_max}")
             rows.append({"image": name, "prompt": pr["name"], "embedding": emb, "mask_iou": iou.tolist(),
                          "iou_pred_max_abs": dm["iou_pred_max_abs"]})
             print(f"{name:18s} {pr['name']:12s} cos {emb['cosine']:.5f}  mask IoU min {iou.min():.4f}  "
                   f"iou-pred diff {dm['iou_pred_max_abs']:.4f}")
     mean_iou, worst = float(np.mean(ious)), float(np.min(ious))
-    if mean_iou < iou_mean_min:
+    if iou_mean_min is not None and mean_iou < iou_mean_min:
         failures.append(f"mean mask IoU {mean_iou:.4f} < {iou_mean_min}")
-    if worst < iou_worst_min:
+    if iou_worst_min is not None and worst < iou_worst_min:
         failures.append(f"worst mask IoU {worst:.4f} < {iou_worst_min}")
-    report = {"precision": precision, "mean_mask_iou": mean_iou, "worst_mask_iou": worst, "rows": rows,
+    report = {"precision": precision, "thresholds": limits, "mean_mask_iou": mean_iou, "worst_mask_iou": worst, "rows": rows,
               "failures": failures, "candidate": cand.model.describe(), "passed": not failures}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

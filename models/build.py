@@ -36,6 +36,19 @@ def build_image_encoder(variant: Variant) -> nn.Module:
         for key in ("embed_dims", "depths", "num_heads", "window_sizes"):
             args[key] = list(args[key])
         return TinyViT(**args)
+    if variant.encoder == "efficientvit_sam":
+        from .efficientvit_sam import efficientvit_sam_encoder
+
+        return efficientvit_sam_encoder(variant.encoder_args["name"], input_size=variant.input_size)
+    if variant.encoder == "rep_vit":
+        from . import rep_vit
+
+        arch = variant.encoder_args["arch"]
+        return rep_vit.edge_sam_encoder(variant.input_size) if arch == "edge_sam" else rep_vit.repvit_sam_encoder(variant.input_size)
+    if variant.encoder == "nanosam":
+        from .nanosam import nanosam_encoder
+
+        return nanosam_encoder(variant.input_size)
     raise ValueError(f"unknown encoder kind {variant.encoder!r}")
 
 
@@ -46,9 +59,13 @@ def build_model(variant: str, device: str | torch.device | None = None) -> Sam:
     meaningful values. ``device="meta"`` builds without allocating memory.
     """
     v = get_variant(variant)
+    if v.encoder == "hq_sam":  # its own encoder (two outputs) and decoder classes
+        from .hq_sam import build_hq_sam
+
+        return build_hq_sam(v.encoder_args["name"], device=device)
     with torch.device(device) if device is not None else _nullcontext():
-        size = v.input_size
-        grid = size // VIT_PATCH_SIZE
+        size = v.frame_size  # the prompt encoder works in the prompt frame, not the encoder input
+        grid = size // VIT_PATCH_SIZE  # 64: every family's embedding grid
         sam = Sam(
             image_encoder=build_image_encoder(v),
             prompt_encoder=PromptEncoder(
@@ -56,6 +73,7 @@ def build_model(variant: str, device: str | torch.device | None = None) -> Sam:
                 image_embedding_size=(grid, grid),
                 input_image_size=(size, size),
                 mask_in_chans=16,
+                zero_token_label=v.zero_token_label,
             ),
             mask_decoder=MaskDecoder(
                 transformer_dim=PROMPT_EMBED_DIM,
@@ -73,9 +91,14 @@ def random_model(variant: str, seed: int = 0, realistic: bool = True) -> Sam:
     """``variant`` with deterministic seeded weights (see ``init.randomize_``), in eval mode.
 
     With ``realistic`` (default) the decoder's output layers are rescaled so mask logits span about
-    +-20 like a trained model (``init.make_realistic_``). ``weights_sha256`` is
+    +-20 like a trained model (``init.make_realistic_``); RepViT's residual branches end in small
+    BN scales so the residual stream keeps a trained-like scale (see ``init``). ``weights_sha256`` is
     ``"random:<variant>:seed=<n>"`` (plus ``:raw`` without ``realistic``) so contracts tell them apart.
     """
+    if get_variant(variant).encoder == "hq_sam":
+        from .hq_sam import random_hq_sam
+
+        return random_hq_sam(variant, seed=seed, realistic=realistic)
     sam = build_model(variant)
     randomize_(sam, seed)
     if realistic:

@@ -98,18 +98,44 @@ def _foreign_family(sd: Mapping[str, torch.Tensor]) -> Detection | None:
     if has("a_interval") or has("w_interval"):
         return Detection("q_tinysam", None, "a fake-quantized (Q-TinySAM-style) model with quantizer buffers")
     if has("mask_decoder.hf_token") or has("mask_decoder.compress_vit_feat"):
-        return Detection("hq_sam", None, "an HQ-SAM checkpoint (MaskDecoderHQ)")
-    if has("image_encoder.fuse_stage2"):
-        return Detection("edgesam", None, "an EdgeSAM checkpoint (RepViT-M1 encoder)")
-    if has("image_encoder.features."):
-        return Detection("repvit_sam", None, "a RepViT-SAM checkpoint (RepViT-M2.3 encoder)")
-    if has("image_encoder.backbone.stages."):
-        return Detection("efficientvit_sam", None, "an EfficientViT-SAM checkpoint")
+        return _match_structure(sd, "hq_sam", "an HQ-SAM checkpoint (MaskDecoderHQ)")
+    if has("fuse_stage2."):
+        return _match_structure(sd, "edge_sam", "an EdgeSAM checkpoint (RepViT-M1 encoder)")
+    if has("features.") and has("neck."):
+        return _match_structure(sd, "repvit_sam", "a RepViT-SAM checkpoint (RepViT-M2.3 encoder)")
+    if has("backbone.stages.") and has("neck."):
+        return _match_structure(sd, "efficientvit_sam", "an EfficientViT-SAM checkpoint")
     if has("prompt_encoder.invalid_points") or has("final_output_upscaling_layers"):
         return Detection("efficient_sam", None, "a yformer EfficientSAM checkpoint (different decoder)")
-    if "up_1.0.weight" in sd and has("backbone."):
-        return Detection("nanosam", None, "a NanoSAM image-encoder checkpoint")
+    if has("up_1.0.weight") and has("backbone."):
+        return _match_structure(sd, "nanosam", "a NanoSAM image-encoder checkpoint")
     return None
+
+
+def _match_structure(sd: Mapping[str, torch.Tensor], family: str, what: str) -> Detection:
+    """The variants of ``family`` whose meta-built state_dict has exactly these keys and shapes.
+
+    Works for full checkpoints and for bare encoders (keys without ``image_encoder.``), and needs
+    nothing per family but its entries in the variant table."""
+    from .build import build_model
+
+    encoder_only = not any(k.startswith(_PREFIXES) for k in sd)
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    matches = []
+    for v in VARIANTS.values():
+        if v.family != family:
+            continue
+        ref = build_model(v.name, device="meta")
+        module = ref.image_encoder if encoder_only else ref
+        if {k: tuple(t.shape) for k, t in module.state_dict().items()} == got:
+            matches.append(v)
+    note = " (image encoder only: no prompt encoder / mask decoder keys)" if encoder_only else ""
+    if not matches:
+        return Detection(family, None, f"{what} whose keys/shapes match none of: "
+                         f"{', '.join(v.name for v in VARIANTS.values() if v.family == family)}{note}")
+    first = matches[0]
+    return Detection(family, None if encoder_only else first.name, f"{first.description}{note}",
+                     ambiguous_with=tuple(v.name for v in matches[1:]))
 
 
 def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> Detection:
@@ -412,14 +438,16 @@ def load_checkpoint(
         if not det.supported:
             raise CheckpointError(
                 f"{path} looks like {det.description}, which samdeploy cannot load",
-                hint=f"supported: {', '.join(VARIANTS)} (official PyTorch checkpoints of SAM, SlimSAM-uniform, MobileSAM, TinySAM)",
+                hint=f"supported: {', '.join(VARIANTS)} (official PyTorch checkpoints; `samdeploy models list`)",
             )
         chosen = det.variant
         if det.ambiguous_with:
+            other = det.ambiguous_with[0]
+            differs = get_variant(other).decoder != get_variant(chosen).decoder
             notes.append(
                 f"keys and shapes are identical for {chosen} and {', '.join(det.ambiguous_with)}; picked {chosen}. "
-                f"Pass --model {det.ambiguous_with[0]} if these are {det.ambiguous_with[0]} weights "
-                "(it changes the decoder contract: always multimask)"
+                f"Pass --model {other} if these are {other} weights"
+                + (" (it changes the decoder contract)" if differs else " (only the recorded model name changes)")
             )
     else:
         chosen = get_variant(variant).name

@@ -138,7 +138,9 @@ def factored_decode(
     # ---- prompts --------------------------------------------------------------------------------
     sparse = prompt_encoder.embed_points(point_coords, point_labels)  # [B,N,C]
     tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)  # [5,C]
-    tokens = torch.cat([tokens.unsqueeze(0) + sparse[:, :1, :1] * 0.0, sparse], dim=1)  # [B,T,C]
+    # The prompt batch comes from has_mask_input [B], which exists even when N = 0 points.
+    per_prompt = has_mask_input.reshape(-1, 1, 1) * 0.0  # [B,1,1]
+    tokens = torch.cat([tokens.unsqueeze(0) + per_prompt, sparse], dim=1)  # [B,5+N,C]
     query_pe = tokens
 
     # Mask input: everything but the last 1x1 conv (16 -> C) stays per prompt at 16 channels.

@@ -11,17 +11,29 @@ tests exercise them.
 span roughly +-20 (a trained SAM's range) instead of +-0.4, and its IoU predictions lie in a
 plausible band (centres 0.75..0.9). Without it, thresholded masks of random models flip on float noise.
 Both functions use only official key/attribute names, so they work on the official modules too.
+
+The BatchNorm scale at the END of a residual branch (RepViT's RepVGG 3x3/1x1 branches and channel
+MLP, which the official init sets to zero) is drawn small (0.1..0.3): with unit scales the residual
+stream of EdgeSAM/RepViT-SAM grows to ~1e7 over 26-54 blocks and float rounding is amplified ~1000x,
+which no trained network does (parity checks would measure the fixture, not the export).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 
 import torch
 from torch import nn
 
 __all__ = ["randomize_", "make_realistic_", "random_tensor"]
+
+# RepViT blocks: the last BN of each residual branch (token mixer's DW branches, channel MLP).
+# RepViT-SAM's RepVGGDW normalises the sum x + dw3x3(x) + dw1x1(x) (~1.5x its input): a scale below 1
+# keeps the stream from compounding that over 36 blocks.
+_POST_SUM_BN = re.compile(r"\.token_mixer\.0\.bn\.weight$")
+_RESIDUAL_BRANCH_END = re.compile(r"\.(token_mixer\.0\.conv1?\.bn|channel_mixer\.m\.2\.bn)\.weight$")
 
 _EMBEDDING_NAMES = ("point_embeddings", "not_a_point_embed", "no_mask_embed", "iou_token", "mask_tokens")
 
@@ -58,6 +70,10 @@ def random_tensor(key: str, like: torch.Tensor, seed: int) -> torch.Tensor:
         out = normal(0.5)
     elif any(part in _EMBEDDING_NAMES for part in key.split(".")):
         out = normal(1.0)  # nn.Embedding's init
+    elif like.ndim == 1 and _RESIDUAL_BRANCH_END.search(key):
+        out = uniform(0.1, 0.3)
+    elif like.ndim == 1 and _POST_SUM_BN.search(key):
+        out = uniform(0.5, 0.7)
     elif like.ndim == 1 and name == "weight":  # LayerNorm / LayerNorm2d / BatchNorm scale
         out = uniform(0.75, 1.25)
     elif name == "bias":
@@ -121,3 +137,4 @@ def make_realistic_(model: nn.Module, target: float = 20.0, seed: int = 0) -> nn
     last.weight.mul_(scale)
     last.bias.copy_((last.bias - mean) * scale + centres)
     return model
+

@@ -6,6 +6,7 @@ Contract differences from the official module (same parameters, same arithmetic)
   ``_embed_boxes`` adds ``point_embeddings[2/3]`` to the corners exactly as label 2/3 does here.
 - Labels select their embeddings through comparisons and multiplications (no boolean-index writes,
   no OneHot): label -1 (padding) gets ``not_a_point_embed`` instead of the positional encoding.
+- ``zero_token_label`` (EdgeSAM: -2): a point with that label becomes an all-zero token.
 - No padding point is appended: the caller appends (0, 0, -1) when a prompt has no box, as the
   official encoder does (see ``samdeploy.contract.Prompts``).
 - The mask input is blended without control flow:
@@ -62,9 +63,11 @@ class PromptEncoder(nn.Module):
         image_embedding_size: tuple[int, int] = (64, 64),
         input_image_size: tuple[int, int] = (1024, 1024),
         mask_in_chans: int = 16,
+        zero_token_label: int | None = None,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
+        self.zero_token_label = zero_token_label
         self.image_embedding_size = tuple(image_embedding_size)
         self.input_image_size = tuple(input_image_size)
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
@@ -97,6 +100,8 @@ class PromptEncoder(nn.Module):
         emb = pe * (1.0 - is_pad) + is_pad * self.not_a_point_embed.weight
         for i in range(self.num_point_embeddings):
             emb = emb + (labels == i).to(pe.dtype) * self.point_embeddings[i].weight
+        if self.zero_token_label is not None:
+            emb = emb * (labels != self.zero_token_label).to(pe.dtype)
         return emb
 
     def embed_masks(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:

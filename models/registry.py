@@ -58,6 +58,8 @@ class Checkpoint:
 
 _SAM_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 _SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+_EVIT_BASE = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
+_EDGE_SAM_BASE = "https://huggingface.co/spaces/chongzhou/EdgeSAM/resolve/main/weights/"
 
 REGISTRY: dict[str, Checkpoint] = {
     c.name: c
@@ -120,6 +122,55 @@ REGISTRY: dict[str, Checkpoint] = {
             size=None, sha256=None, md5=None,
             license="Apache-2.0", source="czg1225/SlimSAM", page="https://github.com/czg1225/SlimSAM#model-zoo",
             notes="Google Drive only: download by hand (the uniform-pruned file, not the pickled global one)",
+        ),
+        *[
+            Checkpoint(
+                f"efficientvit_sam_{k}", "efficientvit_sam", f"efficientvit_sam_{k}", f"efficientvit_sam_{k}.pt",
+                f"{_EVIT_BASE}efficientvit_sam_{k}.pt",
+                size=None, sha256=None, md5=None,  # sizes are only known to the MB (models.md [S]); no published hash
+                license="Apache-2.0", source="mit-han-lab/efficientvit",
+                page="https://huggingface.co/mit-han-lab/efficientvit-sam/tree/main",
+                notes=f"plain state_dict, about {mb} MB; norms need eps 1e-6 (applied by samdeploy)",
+            )
+            for k, mb in (("l0", 139), ("l1", 191), ("l2", 246), ("xl0", 468), ("xl1", 814))
+        ],
+        *[
+            Checkpoint(
+                name, "edge_sam", name, f"{name}.pth", f"{_EDGE_SAM_BASE}{name}.pth",
+                size=None, sha256=None, md5=None,  # 38.8 MB (models.md [S]); no published hash
+                license="S-Lab License 1.0 (NON-COMMERCIAL use only)", source="chongzhou96/EdgeSAM",
+                page="https://huggingface.co/spaces/chongzhou/EdgeSAM/tree/main/weights",
+                notes="non-commercial licence: check it before you ship this model",
+            )
+            for name in ("edge_sam", "edge_sam_3x")
+        ],
+        *[
+            Checkpoint(
+                f"sam_hq_vit_{k}", "hq_sam", f"hq_vit_{k}", f"sam_hq_vit_{k}.pth",
+                f"https://huggingface.co/lkeab/hq-sam/resolve/main/sam_hq_vit_{k}.pth",
+                size=size, sha256=None, md5=None,
+                license="Apache-2.0", source="SysCV/sam-hq", page="https://huggingface.co/lkeab/hq-sam/tree/main",
+                notes=note,
+            )
+            for k, size, note in (
+                ("b", 379_335_069, "size from the Hugging Face LFS pointer (models.md [S]); no published hash"),
+                ("tiny", None, "about 43 MB (models.md [S]); no published hash"),
+            )
+        ],
+        Checkpoint(
+            "repvit_sam", "repvit_sam", "repvit_sam", "repvit_sam.pt",
+            "https://huggingface.co/spaces/jameslahm/repvit-sam/resolve/main/repvit_sam.pt",
+            size=None, sha256=None, md5=None,  # about 110 MB (models.md [S]); no published hash
+            license="Apache-2.0", source="THU-MIG/RepViT",
+            page="https://huggingface.co/spaces/jameslahm/repvit-sam/tree/main",
+            notes="also attached to the THU-MIG/RepViT GitHub release v1.0",
+        ),
+        Checkpoint(
+            "nanosam", "nanosam", "nanosam", "resnet18_image_encoder.onnx", None,
+            size=None, sha256=None, md5=None,  # Google Drive links in the README; sizes unknown (models.md [U])
+            license="Apache-2.0", source="NVIDIA-AI-IOT/nanosam", page="https://github.com/NVIDIA-AI-IOT/nanosam#readme",
+            notes="only ONNX files are published (no PyTorch checkpoint): download resnet18_image_encoder.onnx by "
+            "hand and run `samdeploy import resnet18_image_encoder.onnx --decoder-from <a mobile_sam export> --out DIR`",
         ),
     ]
 }

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..contract import Decoder, ModelContract, Preprocess, Prompts
+from ..contract import ENCODER_OUTPUT, ZERO_TOKEN_LABEL, Decoder, Encoder, ModelContract, Preprocess, Prompts, TensorSpec
+
+HQ_INTERM = "interm_embeddings"  # HQ-SAM's early ViT/TinyViT feature, an encoder output
 from ..errors import InputError
 
 __all__ = ["Variant", "VARIANTS", "get_variant", "contract_for", "variant_names"]
@@ -21,21 +23,47 @@ __all__ = ["Variant", "VARIANTS", "get_variant", "contract_for", "variant_names"
 class Variant:
     name: str  # what --model takes
     family: str  # ModelContract.family
-    encoder: str  # "vit" (image_encoder_vit.ImageEncoderViT) | "tiny_vit" (tiny_vit.TinyViT)
+    # "vit" (image_encoder_vit.ImageEncoderViT) | "tiny_vit" (tiny_vit.TinyViT) |
+    # "efficientvit_sam" (efficientvit_sam.EfficientViTSamImageEncoder) | "rep_vit" (rep_vit.RepViT) |
+    # "nanosam" (nanosam.NanoSamImageEncoder)
+    encoder: str
     encoder_args: Mapping[str, Any]
     description: str
     always_multimask: bool = False  # TinySAM's decoder only answers with tokens 1..3
-    input_size: int = 1024
+    input_size: int = 1024  # the encoder input (S x S)
+    frame_size: int = 1024  # the prompt/mask frame (EfficientViT-SAM L: 1024 while the encoder sees 512)
+    score: str = "iou_head"  # the family's default mask score (EdgeSAM: "stability")
+    zero_token_label: int | None = None  # EdgeSAM: label -2 gives an all-zero token
     registry_name: str | None = None  # default checkpoint in samdeploy.models.registry
     params: str = ""  # parameter count, for `samdeploy models list`
+    licence: str = "Apache-2.0"  # of the official weights (EdgeSAM: non-commercial)
+    heavy: bool = False  # too big for routine CI parity runs (tests use meta tensors for it)
+    interm_dim: int | None = None  # HQ-SAM: channels of the early encoder feature its decoder also reads
 
     @property
     def preprocess(self) -> Preprocess:
         return Preprocess(input_size=self.input_size)
 
     @property
+    def prompts(self) -> Prompts:
+        labels = dict(Prompts().labels)
+        if self.zero_token_label is not None:
+            labels["zero_token"] = self.zero_token_label
+        return Prompts(frame_size=self.frame_size, labels=labels)
+
+    @property
     def decoder(self) -> Decoder:
-        return Decoder(always_multimask=self.always_multimask)
+        if self.interm_dim is not None:  # HQ-SAM: 4 SAM tokens + the HQ token, two encoder outputs
+            return Decoder(num_mask_tokens=5, hq_token=4, embedding_inputs=(ENCODER_OUTPUT, HQ_INTERM),
+                           score=self.score, accepts_no_points=True)
+        return Decoder(always_multimask=self.always_multimask, score=self.score, accepts_no_points=True)
+
+    @property
+    def encoder_spec(self) -> Encoder:
+        outputs = (TensorSpec(ENCODER_OUTPUT, (256, 64, 64)),)
+        if self.interm_dim is not None:  # channels last, as the official encoder returns it
+            outputs += (TensorSpec(HQ_INTERM, (64, 64, self.interm_dim)),)
+        return Encoder(outputs=outputs)
 
 
 def _vit(embed_dim: int, depth: int, num_heads: int, mlp_dim: int, global_attn_indexes: tuple[int, ...]) -> Mapping[str, Any]:
@@ -72,6 +100,8 @@ _TINY_VIT_5M = MappingProxyType(
     )
 )
 
+_EDGE_SAM_NOTE = "S-Lab License 1.0: NON-COMMERCIAL use only"
+
 _TABLE = [
     #          embed depth heads  mlp   global attention blocks
     Variant("vit_b", "sam", "vit", _vit(768, 12, 12, 3072, (2, 5, 8, 11)),
@@ -90,6 +120,43 @@ _TABLE = [
     Variant("tinysam", "tinysam", "tiny_vit", _TINY_VIT_5M,
             "TinySAM (TinyViT-5M, decoder always multimask; Shu et al. 2023)", always_multimask=True,
             registry_name="tinysam", params="10.1M"),
+    # EfficientViT-SAM (Zhang et al. 2024): L models see 512x512, prompts and masks stay in the 1024 frame.
+    Variant("efficientvit_sam_l0", "efficientvit_sam", "efficientvit_sam", MappingProxyType(dict(name="l0")),
+            "EfficientViT-SAM-L0 (512 encoder input, 1024 prompt frame)", input_size=512,
+            registry_name="efficientvit_sam_l0", params="34.8M"),
+    Variant("efficientvit_sam_l1", "efficientvit_sam", "efficientvit_sam", MappingProxyType(dict(name="l1")),
+            "EfficientViT-SAM-L1 (512 encoder input, 1024 prompt frame)", input_size=512,
+            registry_name="efficientvit_sam_l1", params="47.7M", heavy=True),
+    Variant("efficientvit_sam_l2", "efficientvit_sam", "efficientvit_sam", MappingProxyType(dict(name="l2")),
+            "EfficientViT-SAM-L2 (512 encoder input, 1024 prompt frame)", input_size=512,
+            registry_name="efficientvit_sam_l2", params="61.3M", heavy=True),
+    Variant("efficientvit_sam_xl0", "efficientvit_sam", "efficientvit_sam", MappingProxyType(dict(name="xl0")),
+            "EfficientViT-SAM-XL0 (1024 input)", registry_name="efficientvit_sam_xl0", params="117.0M", heavy=True),
+    Variant("efficientvit_sam_xl1", "efficientvit_sam", "efficientvit_sam", MappingProxyType(dict(name="xl1")),
+            "EfficientViT-SAM-XL1 (1024 input)", registry_name="efficientvit_sam_xl1", params="203.3M", heavy=True),
+    # EdgeSAM (Zhou et al. 2023): RepViT-M1 with stage fusion; its predictor scores by stability.
+    Variant("edge_sam", "edge_sam", "rep_vit", MappingProxyType(dict(arch="edge_sam")),
+            "EdgeSAM (RepViT-M1 + fusion; scores by stability, label -2)", score="stability",
+            zero_token_label=ZERO_TOKEN_LABEL, registry_name="edge_sam", params="9.6M", licence=_EDGE_SAM_NOTE),
+    Variant("edge_sam_3x", "edge_sam", "rep_vit", MappingProxyType(dict(arch="edge_sam")),
+            "EdgeSAM-3x (same architecture, 3x training schedule)", score="stability",
+            zero_token_label=ZERO_TOKEN_LABEL, registry_name="edge_sam_3x", params="9.6M", licence=_EDGE_SAM_NOTE),
+    # HQ-SAM (Ke et al. 2023): SAM's encoder returning an early feature too, MaskDecoderHQ with the HQ token.
+    Variant("hq_vit_b", "hq_sam", "hq_sam", MappingProxyType(dict(name="hq_vit_b")),
+            "HQ-SAM ViT-B (SAM ViT-B + HQ token)", registry_name="sam_hq_vit_b", params="94.8M",
+            interm_dim=768, heavy=True),
+    Variant("hq_vit_tiny", "hq_sam", "hq_sam", MappingProxyType(dict(name="hq_vit_tiny")),
+            "HQ-SAM light (TinyViT-5M 'vit_tiny' + HQ token)", registry_name="sam_hq_vit_tiny", params="10.6M",
+            interm_dim=160),
+    # RepViT-SAM (Wang et al. 2023): RepViT-M2.3 with the last stage at stride 1.
+    Variant("repvit_sam", "repvit_sam", "rep_vit", MappingProxyType(dict(arch="repvit_sam")),
+            "RepViT-SAM (RepViT-M2.3, last stride 1)", registry_name="repvit_sam", params="27.2M", heavy=True),
+    # NanoSAM (NVIDIA-AI-IOT): ResNet-18 encoder distilled from MobileSAM + MobileSAM's decoder. Upstream
+    # ships ONNX only (`samdeploy import`); its predictor resizes BICUBIC with int() truncation, our
+    # PyTorch export keeps SAM's preprocessing (see models/nanosam.py).
+    Variant("nanosam", "nanosam", "nanosam", MappingProxyType(dict(backbone="resnet18")),
+            "NanoSAM (ResNet-18 encoder distilled from MobileSAM; MobileSAM decoder)", registry_name="nanosam",
+            params="15.8M"),
 ]
 
 VARIANTS: Mapping[str, Variant] = MappingProxyType({v.name: v for v in _TABLE})
@@ -119,8 +186,10 @@ def contract_for(variant: str, weights_sha256: str, provenance: Mapping[str, Any
         variant=v.name,
         weights_sha256=weights_sha256,
         preprocess=v.preprocess,
-        prompts=Prompts(),
+        prompts=v.prompts,
         decoder=v.decoder,
+        encoder=v.encoder_spec,
+        licence=v.licence,
         samdeploy_version=__version__,
         provenance=dict(provenance or {}),
     )

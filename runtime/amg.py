@@ -38,6 +38,7 @@ from ..errors import InputError
 MAX_POINTS_PER_SIDE = 1024
 MAX_CROP_LAYERS = 4
 from . import amg_utils as U
+from . import rle as R
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
 
@@ -408,9 +409,9 @@ class MaskGenerator:
             if self.output_mode == "binary_mask":
                 seg: Any = mask
             elif self.output_mode == "coco_rle":
-                seg = U.coco_rle(mask)
+                seg = R.mask_to_rle(mask)
             else:
-                seg = U.mask_to_rle(mask)
+                seg = R.mask_to_uncompressed_rle(mask)
             rec = {
                 "segmentation": seg,
                 "area": int(data.local[i].sum()),

@@ -2,16 +2,15 @@
 
 Each function reproduces one step of SAM's automatic mask generator (``segment_anything/utils/amg.py``)
 with the same semantics, written for NumPy: point grids, crop boxes, stability score, mask boxes,
-box NMS (torchvision ``batched_nms`` semantics), crop-edge filtering, small-region removal and
-run-length encoding (uncompressed and COCO's compressed string, byte-identical to pycocotools,
-so the device does not need pycocotools).
+box NMS (torchvision ``batched_nms`` semantics), crop-edge filtering and small-region removal.
+Run-length encoding of the output masks is :mod:`samdeploy.runtime.rle` (pycocotools).
 """
 
 from __future__ import annotations
 
 import math
 from itertools import product
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -181,94 +180,3 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
         if not fill.any():
             fill[int(np.argmax(sizes)) + 1] = True
     return fill[labels], True
-
-
-# ---- run-length encoding --------------------------------------------------------------------------------
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Binary HxW mask -> uncompressed COCO RLE ``{"size": [h, w], "counts": [...]}``.
-
-    Runs are over the column-major (Fortran) pixel order and start with a (possibly empty) run
-    of zeros, as COCO defines them."""
-    mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    flat = mask.T.reshape(-1)
-    if flat.size == 0:
-        return {"size": [h, w], "counts": []}
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat[0]:
-        counts.insert(0, 0)
-    return {"size": [h, w], "counts": counts}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Uncompressed or compressed (string) COCO RLE -> boolean HxW mask."""
-    h, w = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        counts = _counts_from_string(counts)
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.sum() != h * w:
-        from ..errors import InputError
-
-        raise InputError(f"RLE counts sum to {int(counts.sum())}, expected {h * w} for size {h}x{w}")
-    values = (np.arange(counts.size) % 2).astype(bool)
-    flat = np.repeat(values, counts)
-    return flat.reshape(w, h).T
-
-
-def rle_area(rle: dict[str, Any]) -> int:
-    counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        counts = _counts_from_string(counts)
-    return int(sum(counts[1::2]))
-
-
-def coco_rle(mask_or_rle: np.ndarray | dict[str, Any]) -> dict[str, Any]:
-    """Compressed COCO RLE ``{"size": [h, w], "counts": str}`` (what pycocotools' ``encode``
-    produces, with ``counts`` decoded to text so it serialises to JSON)."""
-    rle = mask_or_rle if isinstance(mask_or_rle, dict) else mask_to_rle(mask_or_rle)
-    return {"size": list(rle["size"]), "counts": _counts_to_string(rle["counts"])}
-
-
-def _counts_to_string(counts: Sequence[int]) -> str:
-    # COCO's LEB128-like code: from the third run on, store the difference to the run two
-    # places back; 5 bits per character, 0x20 = "more follows", offset 48 to stay printable.
-    out = []
-    for i, c in enumerate(counts):
-        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
-        more = True
-        while more:
-            ch = x & 0x1F
-            x >>= 5  # arithmetic shift: Python ints keep the sign
-            more = x != -1 if ch & 0x10 else x != 0
-            if more:
-                ch |= 0x20
-            out.append(chr(ch + 48))
-    return "".join(out)
-
-
-def _counts_from_string(s: str | bytes) -> list[int]:
-    if isinstance(s, bytes):
-        s = s.decode("ascii")
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x = 0
-        k = 0
-        more = True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts

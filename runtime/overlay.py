@@ -1,4 +1,6 @@
-"""Drawing and writing results: coloured mask overlays, prompt markers, mask PNGs, COCO RLE (no torch)."""
+"""Drawing and writing results: coloured mask overlays, prompt markers, mask PNGs, COCO RLE JSON (no torch).
+
+The run-length encoding itself is :mod:`samdeploy.runtime.rle`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 
 from .._io import write_bytes_atomic, write_json_atomic
 from ..errors import InputError
+from .rle import mask_to_rle
 
 # Distinct, saturated colours (RGB); cycled for more masks.
 _PALETTE = np.array(
@@ -112,25 +115,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     if not ok:
         raise InputError(f"could not encode {path} as PNG (shape {arr.shape}, dtype {arr.dtype})")
     write_bytes_atomic(path, buf.tobytes())
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """One HxW bool mask -> COCO RLE ``{"size": [H, W], "counts": str}`` (pycocotools)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    import warnings
-
-    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-    with warnings.catch_warnings():  # pycocotools' NumPy-2 copy-keyword deprecation noise
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode({"size": list(rle["size"]), "counts": counts}).astype(bool)
 
 
 def mask_bbox_xywh(mask: np.ndarray) -> list[int]:

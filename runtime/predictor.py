@@ -13,9 +13,10 @@ returns the same with a leading prompt axis K, decoding all K prompts in chunked
 
 Lower-level building blocks (used by the mask generator and streaming):
 
-* :meth:`Predictor.decode` -- prompts already in the encoder-input frame -> raw decoder outputs
+* :meth:`Predictor.decode` -- prompts already in the prompt frame -> raw decoder outputs
   (all mask tokens), chunked to ``max_batch``;
-* :meth:`Predictor.select` -- pick the single/multimask tokens (contract ``Decoder``);
+* :meth:`Predictor.select` -- pick the single/multimask tokens and score them (contract ``Decoder``:
+  the IoU head, or the stability score of the low-res logits);
 * :meth:`Predictor.postprocess` -- low-res logits -> masks at the original size
   (``samdeploy.runtime.transforms.upscale_masks``).
 """
@@ -30,12 +31,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..contract import ENCODER_INPUT, ENCODER_OUTPUT, ModelContract, decoder_feeds, decoder_results
+from ..contract import ENCODER_INPUT, RESIZE_MODES, SCORE_KINDS, ModelContract, decoder_feeds, decoder_results
 from ..errors import ContractError, InputError, NumericalError, PredictorStateError
 from ..images import to_rgb_uint8
 from .backends import GraphPair, load_model
 from .prompts import PromptLimits, check_boxes, check_mask_input, check_points, pack_prompts
-from .transforms import apply_boxes, apply_coords, preprocess_image, resized_shape, upscale_masks
+from .amg_utils import stability_score
+from .transforms import apply_boxes, apply_coords, input_shape, preprocess_image, upscale_masks
 
 IMAGE_FORMATS = ("RGB", "BGR")
 
@@ -57,6 +59,7 @@ def validate_contract(contract: Any) -> None:
         pre, dec = contract.preprocess, contract.decoder
         fields = {
             "preprocess.input_size": pre.input_size,
+            "frame_size": contract.frame_size,
             "decoder.num_mask_tokens": dec.num_mask_tokens,
             "decoder.low_res_size": dec.low_res_size,
         }
@@ -84,6 +87,23 @@ def validate_contract(contract: Any) -> None:
             raise ContractError(f"contract field decoder.mask_threshold must be a finite number, got {thr!r}", hint=hint)
         if not isinstance(dec.always_multimask, (bool, np.bool_)):
             raise ContractError(f"contract field decoder.always_multimask must be a bool, got {dec.always_multimask!r}", hint=hint)
+        if dec.score not in SCORE_KINDS:
+            raise ContractError(f"contract field decoder.score must be one of {SCORE_KINDS}, got {dec.score!r}", hint=hint)
+        if pre.resize not in RESIZE_MODES:
+            raise ContractError(f"contract field preprocess.resize must be one of {RESIZE_MODES}, got {pre.resize!r}", hint=hint)
+        outs = contract.encoder.outputs
+        names = [o.name for o in outs]
+        missing = [n for n in dec.embedding_inputs if n not in names]
+        if not outs or not dec.embedding_inputs or missing:
+            raise ContractError(
+                f"the decoder consumes encoder outputs {list(dec.embedding_inputs)} but the encoder produces {names}",
+                hint=hint,
+            )
+        if tuple(outs[0].shape) != tuple(es):
+            raise ContractError(
+                f"contract encoder output {outs[0].name} has shape {list(outs[0].shape)} but the decoder expects "
+                f"{list(es)}", hint=hint,
+            )
     except AttributeError as exc:
         raise ContractError(f"the model contract lacks a field the runtime needs ({exc})", hint=hint) from None
 
@@ -103,16 +123,25 @@ class Predictor:
         max_points: most clicks per prompt; max_prompts: most prompts per ``predict_batch`` call.
         fast_postprocess: fuse SAM's two mask resizes into one (about 25% faster post-processing;
             identical for smooth trained-model logits, see ``transforms.upscale_masks``).
+        score: how masks are scored: ``None`` = the contract's ``decoder.score`` (the family's own
+            default: the IoU head for SAM, MobileSAM, ...; the stability score for EdgeSAM),
+            ``"iou_head"``, ``"stability"`` (SAM's stability score of the low-res logits, offset
+            ``decoder.stability_score_offset``) or ``"sigmoid"`` (of the IoU head).
+        hq_token_only: HQ-SAM models (contract ``decoder.hq_token``) answer ONE mask per prompt:
+            the SAM token's logits plus the HQ token's (default), or the HQ token's alone (``True``),
+            as HQ-SAM's own predictor does.
         allow_outside_points: ``False`` (default): point and box coordinates must lie in the original
             image frame, ``x in [0, W]``, ``y in [0, H]`` (closed edges), else :class:`InputError`.
             ``True``: accept coordinates outside the image as SamPredictor does (still bounded to
             ``prompts.OUTSIDE_MARGIN`` image sizes around the frame, so they stay finite in fp16/fp32).
         backend_options: passed to the backend's ``open_graph`` (unknown names raise InputError).
 
-    All prompt checks (shapes, dtypes, finiteness in float32, frame bounds, labels in (-1, 0, 1),
-    counts) run before any encoder/decoder work. ``predict()`` with no prompt, only ``mask_input`` or
-    empty ``(0, 2)`` points decodes the single padding point ``(0, 0, -1)`` like SamPredictor;
-    ``predict_batch`` with K = 0 prompts returns empty arrays. Non-finite backend outputs raise
+    All prompt checks (shapes, dtypes, finiteness in float32, frame bounds, labels in (-1, 0, 1) or the
+    family's labels, counts) run before any encoder/decoder work. ``predict()`` with no prompt or only
+    ``mask_input`` decodes no sparse point and empty ``(0, 2)`` points the padding point
+    ``(0, 0, -1)``, both exactly like SamPredictor (decoders that cannot take N = 0 points, i.e.
+    contract-v1 exports and engines built with a minimum of 1 point, get the padding point for
+    both); ``predict_batch`` with K = 0 prompts returns empty arrays. Non-finite backend outputs raise
     :class:`NumericalError` instead of being returned.
     """
 
@@ -130,8 +159,12 @@ class Predictor:
         max_prompts: int = 4096,
         fast_postprocess: bool = False,
         allow_outside_points: bool = False,
+        score: Optional[str] = None,
+        hq_token_only: bool = False,
         **backend_options: Any,
     ) -> None:
+        if score is not None and score not in SCORE_KINDS:
+            raise InputError(f"score must be None or one of {', '.join(SCORE_KINDS)}, got {score!r}")
         for name, v in (("max_batch", max_batch), ("max_points", max_points), ("max_prompts", max_prompts)):
             _positive_int(name, v)
         if threads is not None and (not _is_int(threads) or int(threads) < 0):
@@ -145,7 +178,8 @@ class Predictor:
             )
         if not isinstance(backend, str):
             raise InputError(f"backend must be a string such as 'onnxruntime' or 'tensorrt', got {backend!r}")
-        for name, v in (("fast_postprocess", fast_postprocess), ("allow_outside_points", allow_outside_points)):
+        for name, v in (("fast_postprocess", fast_postprocess), ("allow_outside_points", allow_outside_points),
+                        ("hq_token_only", hq_token_only)):
             if not isinstance(v, (bool, np.bool_)):
                 raise InputError(f"{name} must be True or False, got {v!r}")
         if model is not None and not isinstance(model, (GraphPair, str, os.PathLike)):
@@ -175,6 +209,12 @@ class Predictor:
                 self.model.close()
                 raise
         self.contract: ModelContract = self.model.contract
+        self.score = score if score is not None else self.contract.decoder.score
+        self.hq_token_only = bool(hq_token_only)
+        # N = 0 points reach the graph only if the export and the backend's profile allow it.
+        self.no_points_ok = bool(self.contract.decoder.accepts_no_points) and not getattr(
+            self.model.decoder, "min_points", 0
+        )
         self.max_batch = int(max_batch)
         self.fast_postprocess = bool(fast_postprocess)
         self.allow_outside_points = bool(allow_outside_points)
@@ -201,19 +241,23 @@ class Predictor:
         t0 = time.perf_counter()
         x, input_hw = preprocess_image(rgb, self.contract.preprocess)
         t1 = time.perf_counter()
-        emb = np.asarray(self.model.encoder.run({ENCODER_INPUT: x})[ENCODER_OUTPUT])
+        outputs = self.model.encoder.run({ENCODER_INPUT: x})
         t2 = time.perf_counter()
-        if not np.isfinite(emb).all():
+        feats = {n: np.asarray(outputs[n]) for n in self._feature_names}
+        if not all(np.isfinite(f).all() for f in feats.values()):
             raise NumericalError(
                 "the encoder backend returned NaN or inf for a valid image",
                 hint="compare the backend with ONNX Runtime CPU on this image (`samdeploy check`); if only a "
                 "reduced-precision build (fp16/int8) fails, rebuild it with more layers in fp32",
             )
-        self._store_embedding(emb, rgb.shape[:2])
+        self._store_features(feats, rgb.shape[:2])
         self.timings = {"preprocess_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3}
 
-    def set_image_embedding(self, embedding: np.ndarray, original_size: tuple[int, int]) -> None:
-        """Reuse an embedding from :meth:`get_image_embedding` for an image of ``original_size`` (H, W)."""
+    def set_image_embedding(self, embedding: Any, original_size: tuple[int, int]) -> None:
+        """Reuse an embedding from :meth:`get_image_embedding` for an image of ``original_size`` (H, W).
+
+        Models whose decoder consumes several encoder outputs take the mapping from
+        :meth:`get_image_features` instead of the single array."""
         try:
             vals = [float(v) for v in original_size]
             if len(vals) != 2 or not all(math.isfinite(v) and v == int(v) for v in vals):
@@ -223,19 +267,40 @@ class Predictor:
             raise InputError(f"original_size must be (H, W) integers, got {original_size!r}") from None
         if H < 1 or W < 1:
             raise InputError(f"original_size must be positive, got {(H, W)}")
-        try:
-            emb = np.asarray(embedding, dtype=np.float32)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(f"embedding must be a float array, got {type(embedding).__name__}") from None
-        self._store_embedding(emb, (H, W))
+        given = dict(embedding) if isinstance(embedding, dict) else {self._feature_names[0]: embedding}
+        if set(given) != set(self._feature_names):
+            raise InputError(
+                f"this model needs the encoder outputs {list(self._feature_names)}, got {sorted(given)}",
+                hint="pass get_image_features() of the same model (a dict) for models with several outputs",
+            )
+        feats = {}
+        for n, v in given.items():
+            try:
+                feats[n] = np.asarray(v, dtype=np.float32)
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(f"embedding {n!r} must be a float array, got {type(v).__name__}") from None
+        self._store_features(feats, (H, W))
 
     def get_image_embedding(self) -> np.ndarray:
-        """The cached embedding ``[1, 256, 64, 64]`` (read-only)."""
+        """The cached embedding ``[1, 256, 64, 64]`` (read-only): the encoder's first output."""
         self._require_image()
         return self._embedding
 
+    def get_image_features(self) -> dict[str, np.ndarray]:
+        """Every cached encoder output the decoder consumes, by name (read-only arrays)."""
+        self._require_image()
+        return dict(self._features)
+
+    @property
+    def _feature_names(self) -> tuple[str, ...]:
+        """Encoder outputs the decoder consumes; the primary embedding first."""
+        first = self.contract.encoder.outputs[0].name
+        rest = tuple(n for n in self.contract.decoder.embedding_inputs if n != first)
+        return (first,) + rest
+
     def reset_image(self) -> None:
         self._embedding: Optional[np.ndarray] = None
+        self._features: dict[str, np.ndarray] = {}
         self.original_size: Optional[tuple[int, int]] = None
         self.input_size: Optional[tuple[int, int]] = None
 
@@ -243,25 +308,31 @@ class Predictor:
     def is_image_set(self) -> bool:
         return self._embedding is not None
 
-    def _store_embedding(self, emb: np.ndarray, original_hw: tuple[int, int]) -> None:
-        want = (1, *self.contract.decoder.embedding_shape)
-        if emb.ndim == len(want) - 1:
-            emb = emb[None]
-        if tuple(emb.shape) != want:
-            raise InputError(
-                f"image embedding has shape {tuple(emb.shape)}; this model expects {want}",
-                hint="use an embedding produced by the same model's encoder",
-            )
-        emb = np.ascontiguousarray(emb, dtype=np.float32)
-        if not np.isfinite(emb).all():
-            raise InputError(
-                "image embedding contains NaN or inf",
-                hint="pass an embedding from get_image_embedding() of the same model",
-            )
-        emb.setflags(write=False)
-        self._embedding = emb
+    def _store_features(self, feats: dict[str, np.ndarray], original_hw: tuple[int, int]) -> None:
+        stored = {}
+        for name, emb in feats.items():
+            want = (1, *self.contract.embedding_shape(name))
+            if emb.ndim == len(want) - 1:
+                emb = emb[None]
+            if tuple(emb.shape) != want:
+                raise InputError(
+                    f"image embedding {name} has shape {tuple(emb.shape)}; this model expects {want}",
+                    hint="use an embedding produced by the same model's encoder",
+                )
+            emb = np.ascontiguousarray(emb, dtype=np.float32)
+            if not np.isfinite(emb).all():
+                raise InputError(
+                    f"image embedding {name} contains NaN or inf",
+                    hint="pass an embedding from get_image_embedding() of the same model",
+                )
+            emb.setflags(write=False)
+            stored[name] = emb
+        self._features = {n: stored[n] for n in self.contract.decoder.embedding_inputs}
+        self._embedding = stored[self._feature_names[0]]
         self.original_size = (int(original_hw[0]), int(original_hw[1]))
-        self.input_size = resized_shape(*self.original_size, self.contract.preprocess.input_size)
+        # SamPredictor's input_size: where the image lands in the PROMPT frame (which is the encoder
+        # input only when the contract says so; EfficientViT-SAM L: encoder 512, prompts 1024).
+        self.input_size = input_shape(*self.original_size, self.contract.frame_size, self.contract.preprocess.resize)
 
     def _require_image(self) -> None:
         if self._embedding is None:
@@ -285,8 +356,10 @@ class Predictor:
         self._require_image()
         self._check_flags(multimask_output, return_logits)
         frame = dict(image_size=self.original_size, allow_outside=self.allow_outside_points)
-        coords, labels = check_points(point_coords, point_labels, batched=False, limits=self.limits, **frame)
+        coords, labels = check_points(point_coords, point_labels, batched=False, limits=self.limits,
+                                      labels_allowed=self.contract.prompts.user_labels, **frame)
         boxes = check_boxes(box, batched=False, **frame)
+        self._check_mask_supported(mask_input)
         masks_in = check_mask_input(
             mask_input, batched=False, k=1, size=self.contract.decoder.low_res_size, limits=self.limits
         )
@@ -309,8 +382,10 @@ class Predictor:
         self._require_image()
         self._check_flags(multimask_output, return_logits)
         frame = dict(image_size=self.original_size, allow_outside=self.allow_outside_points)
-        coords, labels = check_points(point_coords, point_labels, batched=True, limits=self.limits, **frame)
+        coords, labels = check_points(point_coords, point_labels, batched=True, limits=self.limits,
+                                      labels_allowed=self.contract.prompts.user_labels, **frame)
         bxs = check_boxes(boxes, batched=True, **frame)
+        self._check_mask_supported(mask_input)
         ks = {a.shape[0] for a in (coords, bxs) if a is not None}
         if len(ks) > 1:
             raise InputError(
@@ -339,7 +414,7 @@ class Predictor:
         )
         if k == 0:  # nothing to decode: empty outputs of the usual shapes
             d = self.contract.decoder
-            c = len(d.multimask_tokens) if (multimask_output or d.always_multimask) else 1
+            c = len(d.multimask_tokens) if (multimask_output or d.always_multimask) and d.hq_token is None else 1
             h, w = self.original_size
             size = d.low_res_size
             self.timings = {"prompt_ms": 0.0, "decoder_ms": 0.0, "postprocess_ms": 0.0, "prompts": 0}
@@ -349,6 +424,13 @@ class Predictor:
                 np.zeros((0, c, size, size), np.float32),
             )
         return self._run(coords, labels, bxs, masks_in, k, multimask_output, return_logits)
+
+    def _check_mask_supported(self, mask_input: Any) -> None:
+        if mask_input is not None and not self.contract.decoder.mask_input:
+            raise InputError(
+                f"{self.contract.family}/{self.contract.variant} has no mask input",
+                hint="prompt it with points or boxes only",
+            )
 
     @staticmethod
     def _check_flags(multimask_output: Any, return_logits: Any) -> None:
@@ -361,7 +443,7 @@ class Predictor:
         orig, inp = self.original_size, self.input_size
         c_in = apply_coords(coords, orig, inp) if coords is not None else None
         b_in = apply_boxes(boxes, orig, inp) if boxes is not None else None
-        pc, pl = pack_prompts(c_in, labels, b_in, k, self.contract.prompts.pad_point_when_no_box, pad_empty=True)
+        pc, pl = pack_prompts(c_in, labels, b_in, k, self.contract.prompts.pad_point_when_no_box, self.no_points_ok)
         t1 = time.perf_counter()
         iou, low = self.decode(pc, pl, masks_in)
         t2 = time.perf_counter()
@@ -383,7 +465,7 @@ class Predictor:
         point_labels: np.ndarray,
         mask_input: Optional[np.ndarray] = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Run the decoder on packed prompts in the encoder-input frame.
+        """Run the decoder on packed prompts in the prompt frame.
 
         ``point_coords [K,N,2]``, ``point_labels [K,N]`` (incl. box corners 2/3 and padding -1),
         optional ``mask_input [K,1,256,256]``. Returns all tokens: ``iou [K,T]``, ``low_res [K,T,256,256]``
@@ -419,7 +501,7 @@ class Predictor:
         else:
             mi = np.ascontiguousarray(mask_input, dtype=np.float32)
             has = np.ones((k,), np.float32)
-        iou, low = decoder_results(self.model.decoder.run(decoder_feeds(self._embedding, pc, pl, mi, has)))
+        iou, low = decoder_results(self.model.decoder.run(decoder_feeds(self._features, pc, pl, mi, has)))
         iou, low = np.asarray(iou), np.asarray(low)
         if not (np.isfinite(iou).all() and np.isfinite(low).all()):
             raise NumericalError(
@@ -430,25 +512,37 @@ class Predictor:
         return iou, low
 
     def select(self, iou: np.ndarray, low_res: np.ndarray, multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Pick mask tokens like SamPredictor: 1..3 for multimask (always for TinySAM contracts), else 0."""
+        """Pick mask tokens like SamPredictor (1..3 for multimask, always for TinySAM contracts, else 0)
+        and score them as ``self.score`` says (IoU head, stability of the low-res logits, or sigmoid)."""
         d = self.contract.decoder
-        if multimask_output or d.always_multimask:
+        if d.hq_token is not None:  # HQ-SAM: one mask per prompt (see runtime/hq.py)
+            from .hq import hq_select
+
+            iou, low_res = hq_select(iou, low_res, bool(multimask_output), self.hq_token_only, int(d.hq_token))
+            low_res = np.ascontiguousarray(low_res, np.float32)
+        elif multimask_output or d.always_multimask:
             idx = list(d.multimask_tokens)
-            return iou[:, idx], low_res[:, idx]
-        t = d.single_mask_token
-        return iou[:, t : t + 1], low_res[:, t : t + 1]
+            iou, low_res = iou[:, idx], low_res[:, idx]
+        else:
+            t = d.single_mask_token
+            iou, low_res = iou[:, t : t + 1], low_res[:, t : t + 1]
+        if self.score == "stability":
+            iou = stability_score(low_res, d.mask_threshold, d.stability_score_offset)
+        elif self.score == "sigmoid":
+            iou = (1.0 / (1.0 + np.exp(-iou.astype(np.float64)))).astype(np.float32)
+        return iou, low_res
 
     def postprocess(self, low_res: np.ndarray, threshold: Optional[float] = 0.0) -> np.ndarray:
         """Low-res logits ``[..., 256, 256]`` -> masks at the original image size (see ``upscale_masks``)."""
         self._require_image()
         return upscale_masks(
-            low_res, self.input_size, self.original_size, self.contract.preprocess.input_size, threshold,
+            low_res, self.input_size, self.original_size, self.contract.frame_size, threshold,
             exact=not self.fast_postprocess,
         )
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        return self.model.describe()
+        return {**self.model.describe(), "score": self.score}
 
     def close(self) -> None:
         self.reset_image()

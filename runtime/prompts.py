@@ -9,9 +9,10 @@ from inside ONNX Runtime.
 Packing (contract v1, as SAM's prompt encoder does): per prompt, the clicks come first, then the
 box as two corner points with labels 2 and 3; when no prompt has a box, a padding point
 ``(0, 0, -1)`` is appended. A prompt with no clicks and no box (``predict()`` with nothing, or
-with only ``mask_input``) is packed as that single padding point (``pad_empty=True``), because the
-exported decoder needs at least one sparse point; with empty ``(0, 2)`` clicks this is exactly what
-SAM's prompt encoder does.
+with only ``mask_input``) has no sparse tokens at all, as in SamPredictor; empty ``(0, 2)`` clicks
+get the padding point, as in SamPredictor. Decoders that cannot run with N = 0 (contract-v1
+exports, engines whose profile starts at N = 1) get that single padding point instead
+(``no_points_ok=False``), which is close to but not exactly SAM's answer.
 
 Value checks (done in float32, the dtype the decoder sees, so values that overflow to inf are
 caught): coordinates must lie in the original image frame ``x in [0, W]``, ``y in [0, H]`` unless
@@ -100,11 +101,13 @@ def check_points(
     limits: PromptLimits = PromptLimits(),
     image_size: Optional[tuple[int, int]] = None,
     allow_outside: bool = False,
+    labels_allowed: tuple[int, ...] = USER_LABELS,
 ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Validate clicks. Returns ``(coords [K,N,2] float64, labels [K,N] float32)`` or ``(None, None)``.
 
     ``batched=False`` expects ``[N,2]`` / ``[N]`` (K = 1); ``batched=True`` expects ``[K,N,2]`` / ``[K,N]``
-    (K = 0 and N = 0 are returned as empty arrays; unbatched N = 0 returns ``(None, None)``).
+    (K = 0 and N = 0 are returned as empty arrays, also unbatched: SamPredictor pads empty clicks).
+    ``labels_allowed``: the model's click labels (``contract.prompts.user_labels``).
     ``image_size`` = original (H, W): coordinates must lie in ``[0, W] x [0, H]`` unless ``allow_outside``."""
     if point_coords is None and point_labels is None:
         return None, None
@@ -129,12 +132,11 @@ def check_points(
             f"expected {want_l}",
             hint="give exactly one label per point",
         )
-    if coords.shape[1] == 0 and not batched:
-        return None, None
-    bad = ~np.isin(labels, USER_LABELS)
+    bad = ~np.isin(labels, labels_allowed)
     if bad.any():
+        extra = " or -2 (zero token)" if -2 in labels_allowed else ""
         raise InputError(
-            f"point_labels must be 1 (foreground), 0 (background) or -1 (ignore); got {np.unique(labels[bad]).tolist()}",
+            f"point_labels must be 1 (foreground), 0 (background), -1 (ignore){extra}; got {np.unique(labels[bad]).tolist()}",
             hint="boxes are passed with box=..., not as labels 2/3",
         )
     if coords.shape[1] > limits.max_points:
@@ -208,14 +210,15 @@ def pack_prompts(
     box_corners: Optional[np.ndarray],
     k: int,
     pad_point_when_no_box: bool = True,
-    pad_empty: bool = False,
+    no_points_ok: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build decoder ``point_coords [K, N', 2]`` and ``point_labels [K, N']`` (float32).
 
     ``coords``: clicks already in the encoder-input frame ``[K, N, 2]``; ``box_corners``: ``[K, 2, 2]``
     in the same frame. Order and padding follow SAM's prompt encoder (clicks, box TL=2, box BR=3;
-    a ``(0, 0, -1)`` padding point when there is no box). ``pad_empty=True``: a prompt without clicks
-    and box (e.g. mask only) gets that single padding point instead of no points at all."""
+    a ``(0, 0, -1)`` padding point when there is no box, also after empty ``[K, 0, 2]`` clicks).
+    ``coords=None`` and no box (mask only, or nothing) gives N = 0 like SAM; ``no_points_ok=False``
+    (a decoder that needs N >= 1) gives the single padding point instead."""
     parts_c: list[np.ndarray] = []
     parts_l: list[np.ndarray] = []
     if coords is not None:
@@ -227,7 +230,7 @@ def pack_prompts(
     elif pad_point_when_no_box and coords is not None:
         parts_c.append(np.zeros((k, 1, 2), np.float32))
         parts_l.append(np.full((k, 1), -1.0, np.float32))
-    if pad_empty and sum(c.shape[1] for c in parts_c) == 0:
+    if not no_points_ok and sum(c.shape[1] for c in parts_c) == 0:
         parts_c = [np.zeros((k, 1, 2), np.float32)]
         parts_l = [np.full((k, 1), -1.0, np.float32)]
     if not parts_c:

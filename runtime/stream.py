@@ -256,9 +256,9 @@ class FrameResult:
                 "prompt_box": self.prompt_boxes[k],
             }
             if rle:
-                from .amg_utils import coco_rle
+                from .rle import mask_to_rle
 
-                o["segmentation"] = coco_rle(self.masks[k])
+                o["segmentation"] = mask_to_rle(self.masks[k])
             objs.append(o)
         return {"frame": self.index, "t_ms": round(self.t_ms, 2), "objects": objs,
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}

@@ -42,20 +42,39 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int], interpolation: str
     raise InputError(f"unknown interpolation {interpolation!r} in the model contract")
 
 
+def input_shape(h: int, w: int, size: int, resize: str = "longest_side") -> tuple[int, int]:
+    """Where an h x w image lands in a ``size`` frame: the longest-side resize, or all of it (stretch)."""
+    if resize == "stretch":
+        if h < 1 or w < 1:
+            raise InputError(f"image size must be positive, got {h}x{w}", hint="pass a non-empty HxWx3 image")
+        return size, size
+    return resized_shape(h, w, size)
+
+
+def prompt_frame_shape(original_hw: tuple[int, int], contract) -> tuple[int, int]:
+    """Where an image of ``original_hw`` lands in the contract's prompt/mask frame (SamPredictor's
+    ``input_size``); the encoder frame is ``preprocess_image``'s second result."""
+    return input_shape(int(original_hw[0]), int(original_hw[1]), contract.frame_size, contract.preprocess.resize)
+
+
 def preprocess_image(image: np.ndarray, pre: Preprocess) -> tuple[np.ndarray, tuple[int, int]]:
-    """HxWx3 uint8 RGB -> (encoder input [1,3,S,S] float32, resized (h, w) before padding)."""
-    if pre.resize != "longest_side" or pre.pad != "bottom_right":
+    """HxWx3 uint8 RGB -> (encoder input [1,3,S,S] float32, resized (h, w) before padding).
+
+    The returned size is in the ENCODER frame (S = ``pre.input_size``); prompts and masks use the
+    contract's prompt frame, see :func:`input_shape` with ``contract.frame_size``."""
+    if pre.resize not in ("longest_side", "stretch") or pre.pad != "bottom_right":
         raise InputError(f"unsupported preprocessing in contract: resize={pre.resize!r}, pad={pre.pad!r}")
     s = pre.input_size
-    h, w = resized_shape(image.shape[0], image.shape[1], s)
+    h, w = input_shape(image.shape[0], image.shape[1], s, pre.resize)
     resized = resize_image(image, (h, w), pre.interpolation)
     out = np.empty((1, 3, s, s), dtype=np.float32)
     out[0] = np.asarray(pre.pad_value, dtype=np.float32).reshape(3, 1, 1)
     chw = resized.transpose(2, 0, 1).astype(np.float32)
     if not pre.normalize_in_graph:
+        scale = np.float32(pre.pixel_scale / 255.0)
         mean = np.asarray(pre.pixel_mean, np.float32).reshape(3, 1, 1)
         std = np.asarray(pre.pixel_std, np.float32).reshape(3, 1, 1)
-        chw = (chw - mean) / std
+        chw = (chw * scale - mean) / std
     out[0, :, :h, :w] = chw
     return out, (h, w)
 

@@ -330,7 +330,15 @@ def mini_calibration(photos) -> MiniCalibration:
     from samdeploy import contract as C_
 
     enc = export_onnx(EncoderGraph(sam), (torch.from_numpy(x0),), [C_.ENCODER_INPUT], [C_.ENCODER_OUTPUT])
-    dec = export_onnx(_ReferenceDecoder(sam), decoder_example((256, MINI_SIZE // 16, MINI_SIZE // 16), 4 * (MINI_SIZE // 16)),
+    import dataclasses
+
+    g = MINI_SIZE // 16
+    mini_contract = dataclasses.replace(
+        C_.ModelContract("sam", "mini", "random:mini"),
+        encoder=C_.Encoder(outputs=(C_.TensorSpec(C_.ENCODER_OUTPUT, (256, g, g)),)),
+        decoder=C_.Decoder(embedding_shape=(256, g, g), low_res_size=4 * g),
+    )
+    dec = export_onnx(_ReferenceDecoder(sam), decoder_example(mini_contract),
                       list(C_.DECODER_INPUTS), list(C_.DECODER_OUTPUTS),
                       {C_.DECODER_POINT_COORDS: {0: "b", 1: "n"}, C_.DECODER_POINT_LABELS: {0: "b", 1: "n"},
                        C_.DECODER_MASK_INPUT: {0: "b"}, C_.DECODER_HAS_MASK_INPUT: {0: "b"}})

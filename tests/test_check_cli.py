@@ -91,7 +91,7 @@ def test_export_from_training_mode_model_fails(exported_model_dir, reference_mod
     try:
         with torch.no_grad():
             model = exporter.trace_graph(
-                EncoderGraph(sam), encoder_example(1024), *encoder_io(False), 17, tmp_path,
+                EncoderGraph(sam), encoder_example(1024), *encoder_io(contract, False), 17, tmp_path,
                 training=torch.onnx.TrainingMode.PRESERVE,
             )
     finally:

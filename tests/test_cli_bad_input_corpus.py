@@ -132,6 +132,9 @@ CASES = [
     ("stream-bad-box", "stream {in}/empty.mp4 --model-dir {model} --box 1,1,9 --out {out}.mp4", "--box"),
     # ---- export
     ("export-unknown-model", "export --model vit_z --random-weights --out {out}", "vit_z"),
+    ("import-missing-encoder", "import {in}/none.onnx --out {out}", "none.onnx"),
+    ("import-not-onnx", "import {img} --out {out}", "cat.png"),
+    ("import-pickle", "import {in}/garbage.pth --out {out}", "garbage.pth"),
     ("export-missing-checkpoint", "export --model mobile_sam --checkpoint {in}/none.pth --out {out}", "none.pth"),
     ("export-garbage-checkpoint", "export --model mobile_sam --checkpoint {in}/garbage.pth --out {out}", "garbage.pth"),
     ("export-empty-checkpoint", "export --model mobile_sam --checkpoint {in}/empty.pth --out {out}", "empty.pth"),

@@ -152,8 +152,8 @@ def test_trace_refuses_grad_mode(reference_model, tmp_path):
     from samdeploy.export.wrappers import DecoderGraph, decoder_example, decoder_io
 
     with torch.enable_grad(), pytest.raises(ExportError, match="no_grad"):
-        exporter.trace_graph(DecoderGraph(reference_model("mobile_sam")), decoder_example((256, 64, 64), 256),
-                             *decoder_io(), 17, tmp_path)
+        sam = reference_model("mobile_sam")
+        exporter.trace_graph(DecoderGraph(sam), decoder_example(sam.contract), *decoder_io(sam.contract), 17, tmp_path)
 
 
 def test_manifest_is_valid_json_with_versions(exported_model_dir):

@@ -24,7 +24,7 @@ def photo_file(tmp_path_factory):
 def test_everything_cli_writes_overlay_and_rle(fake_model_dir, photo_file, tmp_path, capsys):
     from samdeploy.cli.main import main
     from samdeploy.images import load_image
-    from samdeploy.runtime.overlay import rle_to_mask
+    from samdeploy.runtime.rle import rle_to_mask
 
     out = tmp_path / "ev"
     code = main(["everything", str(photo_file), "--model-dir", str(fake_model_dir), "--points-per-side", "4",

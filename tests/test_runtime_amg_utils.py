@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from samdeploy.runtime import amg_utils as U
+from samdeploy.runtime import rle as R
 
 
 # ---- NMS vs torchvision.ops.batched_nms ---------------------------------------------------------------
@@ -77,18 +78,18 @@ def test_rle_matches_pycocotools_and_round_trips():
 
     rng = np.random.default_rng(0)
     for m in _random_masks(rng):
-        ours = U.coco_rle(m)
+        ours = R.mask_to_rle(m)
         ref = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
         assert ours["counts"] == ref["counts"].decode("ascii")
         assert ours["size"] == list(ref["size"])
         # Our uncompressed RLE compressed by pycocotools gives the same string too.
-        unc = U.mask_to_rle(m)
+        unc = R.mask_to_uncompressed_rle(m)
         assert mask_utils.frPyObjects(unc, *unc["size"])["counts"].decode() == ours["counts"]
         # Decoding: ours (from string and from counts) and pycocotools agree with the mask.
-        np.testing.assert_array_equal(U.rle_to_mask(ours), m)
-        np.testing.assert_array_equal(U.rle_to_mask(unc), m)
+        np.testing.assert_array_equal(R.rle_to_mask(ours), m)
+        np.testing.assert_array_equal(R.rle_to_mask(unc), m)
         np.testing.assert_array_equal(mask_utils.decode({"size": ours["size"], "counts": ours["counts"].encode()}), m)
-        assert U.rle_area(ours) == U.rle_area(unc) == int(m.sum()) == int(mask_utils.area(ref))
+        assert R.rle_area(ours) == R.rle_area(unc) == int(m.sum()) == int(mask_utils.area(ref))
 
 
 def test_rle_matches_sam_uncompressed_rle():
@@ -98,7 +99,7 @@ def test_rle_matches_sam_uncompressed_rle():
     rng = np.random.default_rng(1)
     for m in _random_masks(rng):
         ref = mask_to_rle_pytorch(torch.from_numpy(m)[None])[0]
-        assert U.mask_to_rle(m) == ref
+        assert R.mask_to_uncompressed_rle(m) == ref
 
 
 # ---- stability score, boxes, crops, grids vs hand computations and SAM's utils -------------------------------------

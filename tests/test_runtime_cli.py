@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from samdeploy.cli.main import main
-from samdeploy.runtime.overlay import rle_to_mask
+from samdeploy.runtime.rle import rle_to_mask
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from samdeploy.runtime.overlay import POSITIVE, draw_overlay, mask_to_rle, palette, rle_to_mask, write_png
+from samdeploy.runtime.overlay import POSITIVE, draw_overlay, palette, write_png
+from samdeploy.runtime.rle import mask_to_rle, rle_to_mask
 
 
 def test_overlay_tints_masks_and_draws_prompts(photos):

@@ -15,7 +15,9 @@ def test_points_single_and_batched_shapes():
     c, l = check_points(np.zeros((3, 2, 2)), np.ones((3, 2)), batched=True)
     assert c.shape == (3, 2, 2) and l.shape == (3, 2)
     assert check_points(None, None, batched=False) == (None, None)
-    assert check_points(np.zeros((0, 2)), np.zeros(0), batched=False) == (None, None)
+    # empty clicks stay empty clicks (SamPredictor pads them; None means "no points at all")
+    c, l = check_points(np.zeros((0, 2)), np.zeros(0), batched=False)
+    assert c.shape == (1, 0, 2) and l.shape == (1, 0)
 
 
 @pytest.mark.parametrize(
@@ -92,4 +94,10 @@ def test_packing_follows_sam_prompt_encoder():
     np.testing.assert_array_equal(pl, [[2, 3], [2, 3]])
     pc, pl = pack_prompts(None, None, None, 1)  # mask-only prompt: no sparse tokens at all
     assert pc.shape == (1, 0, 2) and pl.shape == (1, 0)
+    # ... unless the decoder needs a point (v1 exports, engines with min N = 1): the padding point
+    pc, pl = pack_prompts(None, None, None, 1, no_points_ok=False)
+    np.testing.assert_array_equal(pl, [[-1]])
+    # empty clicks get SAM's padding point, as SamPredictor's prompt encoder does
+    pc, pl = pack_prompts(np.zeros((1, 0, 2), np.float32), np.zeros((1, 0), np.float32), None, 1)
+    np.testing.assert_array_equal(pl, [[-1]])
     assert pc.dtype == pl.dtype == np.float32 and pc.flags.c_contiguous

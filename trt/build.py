@@ -297,6 +297,10 @@ def build_engine(
         profile.set_shape(name, mn, opt, mx)
     config.add_optimization_profile(profile)
 
+    if plan.precision == "fp32":
+        # TF32 is on by default (BuilderFlag.TF32: 10-bit mantissa products on Ampere+, i.e. Orin):
+        # an "fp32" engine must be FP32, so the fp32 parity thresholds of check/jetson verify hold.
+        config.clear_flag(trt.BuilderFlag.TF32)
     pinned: list[str] = []
     if not plan.strongly_typed:
         pinned = _configure_weak_typing_trt10(trt, network, config, plan)

@@ -247,11 +247,11 @@ def check_qdq(model, inits: dict, consts: dict, opset: int) -> list[Finding]:
 
 def contract_findings(path: str) -> tuple[list[Finding], Optional[str]]:
     """Whether the file carries the samdeploy contract, and its I/O matches it."""
-    from ..contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, read_onnx_contract  # noqa: PLC0415
+    from ..contract import read_onnx_contract  # noqa: PLC0415
     from ..errors import ContractError  # noqa: PLC0415
 
     try:
-        _, role = read_onnx_contract(path)
+        contract, role = read_onnx_contract(path)
     except ContractError as exc:
         return [Finding(WARNING, "no-contract", str(exc).splitlines()[0],
                         "samdeploy build/runtime need graphs from `samdeploy export`/`calibrate`")], None
@@ -261,7 +261,7 @@ def contract_findings(path: str) -> tuple[list[Finding], Optional[str]]:
     inits = {i.name for i in m.graph.initializer}
     ins = tuple(i.name for i in m.graph.input if i.name not in inits)
     outs = tuple(o.name for o in m.graph.output)
-    want = {"encoder": ((ENCODER_INPUT,), (ENCODER_OUTPUT,)), "decoder": (DECODER_INPUTS, DECODER_OUTPUTS)}.get(role)
+    want = contract.graph_io(role) if role in ("encoder", "decoder") else None
     if want and (set(ins) != set(want[0]) or set(outs) != set(want[1])):
         return [Finding(ERROR, "contract-io", f"{role} I/O {ins} -> {outs} differ from the contract {want[0]} -> {want[1]}",
                         "re-export with `samdeploy export`")], role

@@ -26,14 +26,15 @@ Dim = Union[int, str]  # an int is fixed; "B"/"N" are the symbols
 
 
 def contract_input_axes(contract: ModelContract, role: str) -> dict[str, tuple[Dim, ...]]:
-    """Input name -> axes (ints or symbols) for contract version 1."""
+    """Input name -> axes (ints or symbols), from the contract's graph I/O."""
     if role == "encoder":
-        s = int(contract.preprocess.input_size)
+        s = int(contract.preprocess.input_size)  # the encoder input (not the prompt frame)
         return {ENCODER_INPUT: ("B", 3, s, s)}
     if role == "decoder":
-        c, h, w = (int(x) for x in contract.decoder.embedding_shape)
         low = int(contract.decoder.low_res_size)
-        return decoder_feeds((1, c, h, w), ("B", "N", 2), ("B", "N"), ("B", 1, low, low), ("B",))
+        # every encoder output the decoder consumes arrives with batch 1 (one image per call)
+        embeddings = {n: (1, *(int(x) for x in contract.embedding_shape(n))) for n in contract.decoder.embedding_inputs}
+        return decoder_feeds(embeddings, ("B", "N", 2), ("B", "N"), ("B", 1, low, low), ("B",))
     raise InputError(f"graph role must be 'encoder' or 'decoder', got {role!r}")
 
 

@@ -1,11 +1,11 @@
 """Inference backends behind one interface (:mod:`.base`) and :func:`load_model`.
 
-    from samdeploy.contract import ENCODER_INPUT, ENCODER_OUTPUT
+    from samdeploy.contract import ENCODER_INPUT
     from samdeploy.runtime.backends import load_model
     pair = load_model("out/mobile_sam")                       # ONNX Runtime, CPU
     pair = load_model(encoder="enc.onnx", decoder="dec.onnx", threads=2)
     pair = load_model("out/engines", backend="tensorrt")      # needs TensorRT + a GPU
-    pair.encoder.run({ENCODER_INPUT: x})[ENCODER_OUTPUT]
+    pair.encoder.run({ENCODER_INPUT: x})[pair.contract.encoder.output_names[0]]
 
 Backends are imported lazily: importing this package never imports onnxruntime or tensorrt.
 """
@@ -21,7 +21,6 @@ from ...contract import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_INPUT,
-    ENCODER_OUTPUT,
     ensure_same_model,
 )
 from ...errors import BackendUnavailableError, ContractError, InputError, MissingFileError
@@ -147,11 +146,11 @@ def _check_io(pair: GraphPair) -> None:
         if missing:
             raise ContractError(
                 f"{b.role} graph {b.path} lacks {kind} {missing} (has {list(have)})",
-                hint="this file does not follow samdeploy contract v1; re-export it with `samdeploy export`",
+                hint="this file does not follow its samdeploy contract; re-export it with `samdeploy export`",
             )
 
     need(pair.encoder, (ENCODER_INPUT,), "input", pair.encoder.input_names)
-    need(pair.encoder, (ENCODER_OUTPUT,), "output", pair.encoder.output_names)
+    need(pair.encoder, pair.contract.encoder.output_names, "output", pair.encoder.output_names)
     need(pair.decoder, DECODER_INPUTS, "inputs", pair.decoder.input_names)
     need(pair.decoder, DECODER_OUTPUTS, "outputs", pair.decoder.output_names)
 

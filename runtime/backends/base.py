@@ -18,6 +18,9 @@ A backend *object* (see :class:`Backend`) must provide
                        predictor chunks prompt batches to respect it.
 * ``max_points``    -- largest N (points per prompt, incl. box corners and the padding point) the
                        graph accepts, or ``None`` for unlimited.
+* ``min_points``    -- (optional, default 0) smallest N the graph accepts; a TensorRT profile's min.
+                       With ``min_points >= 1`` the predictor encodes a prompt without clicks or box
+                       as the padding point instead of N = 0.
 * ``run(feeds)``    -- ``feeds`` maps *every* input name to a C-contiguous float32 ndarray (the
                        predictor always sends float32, even when an engine's I/O is fp16: casting is
                        the backend's job). Returns ``{output_name: float32 ndarray}`` for *all*

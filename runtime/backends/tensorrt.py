@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ...contract import DECODER_INPUTS, DECODER_OUTPUTS, DECODER_POINT_COORDS, ENCODER_INPUT, ENCODER_OUTPUT, ModelContract
+from ...contract import DECODER_POINT_COORDS, ENCODER_INPUT, ModelContract
 from ...errors import BackendUnavailableError, ContractError, InputError, MissingFileError
 from .base import BackendBase
 
@@ -164,13 +164,15 @@ class TensorRTBackend(BackendBase):
         verify_engine_file(manifest, path)
         prof = manifest.profile
         # canonical contract order (the manifest JSON is key-sorted)
-        ins, outs = ((ENCODER_INPUT,), (ENCODER_OUTPUT,)) if role == "encoder" else (DECODER_INPUTS, DECODER_OUTPUTS)
+        ins, outs = manifest.model_contract.graph_io(role)
         if set(prof.shapes) != set(ins) or (manifest.io and set(manifest.io) != set(ins) | set(outs)):
             raise ContractError(f"{path} does not have the contract's {role} inputs/outputs",
                                 hint="rebuild it from a `samdeploy export` ONNX with `samdeploy build`")
         batch_input = DECODER_POINT_COORDS if role == "decoder" else ENCODER_INPUT
         max_points = prof.max_of(DECODER_POINT_COORDS, 1) if role == "decoder" else None
         super().__init__(path, role, ins, outs, max_batch=prof.max_of(batch_input, 0), max_points=max_points)
+        # The profile's smallest N: below it the engine cannot run, so the Predictor pads empty prompts.
+        self.min_points = int(prof.shapes[DECODER_POINT_COORDS][0][1]) if role == "decoder" else 0
         self.manifest = manifest
         self._trt, self._cuda = trt, cuda
         self._device = int(device)
