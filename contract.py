@@ -35,6 +35,8 @@ that reproduce version-1 behaviour exactly:
 - ``decoder.score``: how a mask's score is made: ``"iou_head"`` (the decoder's IoU prediction),
   ``"stability"`` (SAM's stability score of the low-res logits, EdgeSAM's default) or ``"sigmoid"``.
 - ``decoder.hq_token``: HQ-SAM's extra mask channel (the runtime combines it as HQ-SAM does).
+- SAM2: ``prompts.box_first`` / ``pad_point_always``, ``decoder.single_mask = "dynamic_stability"``,
+  ``decoder.postprocess = "direct"``, ``decoder.low_res_clamp``, an ``object_score_logits`` extra output.
 - ``decoder.mask_input``: whether the decoder uses ``mask_input`` at all; ``decoder.accepts_no_points``:
   the decoder graph runs with N = 0 points (a prompt of only a mask, or none, exactly as
   SamPredictor encodes it); v1 graphs need N >= 1.
@@ -148,6 +150,9 @@ class Prompts:
     # the runtime must.
     pad_point_when_no_box: bool = True
     box_as_corner_points: bool = True  # a box is 2 points (x0,y0 label 2), (x1,y1 label 3) after the clicks
+    # ---- version 2 ----
+    box_first: bool = False  # SAM2: the box corners come BEFORE the clicks
+    pad_point_always: bool = False  # SAM2: the padding point is appended even after a box
 
     @property
     def user_labels(self) -> tuple[int, ...]:
@@ -181,6 +186,16 @@ class Decoder:
     # single (0) or best multimask (1..3, by IoU) SAM logits plus the HQ logits, or the HQ logits
     # alone (the runtime's hq_token_only); iou_predictions keeps the 4 SAM tokens' IoUs.
     hq_token: int | None = None
+    # Single-mask answer: "token" (single_mask_token) or "dynamic_stability" (SAM2's
+    # apply_postprocessing: token 0 unless its stability -- area(logit > delta) / area(logit > -delta)
+    # -- is below thresh, then the best multimask token by IoU).
+    single_mask: str = "token"
+    dynamic_stability_delta: float = 0.05
+    dynamic_stability_thresh: float = 0.98
+    # Mask post-processing: "crop_upscale" (SAM: upsample to the frame, crop the padding, resize to the
+    # image) or "direct" (SAM2: resize the low-res logits straight to the image size).
+    postprocess: str = "crop_upscale"
+    low_res_clamp: float | None = None  # SAM2 clamps the returned low-res logits to +-32
 
 
 @dataclass(frozen=True)

@@ -178,12 +178,15 @@ class _Acc:
     rel_l2: list[float] = field(default_factory=list)
     iou_pred: list[float] = field(default_factory=list)
     ious: list[np.ndarray] = field(default_factory=list)  # [B, T] per call
+    extra: list[float] = field(default_factory=list)  # max |difference| of extra outputs (SAM2 object score)
     per_case: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def add(self, case: str, m: Mapping[str, Any]) -> None:
         self.rel_l2.append(m["mask_logit_rel_l2"])
         self.iou_pred.append(m["iou_pred_max_abs"])
         self.ious.append(np.asarray(m["mask_iou"]))
+        if "extra_output_max_abs" in m:
+            self.extra.append(m["extra_output_max_abs"])
         c = self.per_case.setdefault(case, {"mask_logit_rel_l2": [], "mask_iou_min": [], "iou_pred_max_abs": []})
         c["mask_logit_rel_l2"].append(m["mask_logit_rel_l2"])
         c["mask_iou_min"].append(float(np.min(m["mask_iou"])))
@@ -194,7 +197,9 @@ class _Acc:
             return {}
         ious = np.concatenate(self.ious, axis=0)[:, list(tokens)]  # [calls*B, T]
         per_token = {str(t): {"mean": float(ious[:, i].mean()), "min": float(ious[:, i].min())} for i, t in enumerate(tokens)}
+        extra = {"extra_output_max_abs": float(max(self.extra))} if self.extra else {}
         return {
+            **extra,
             "mask_logit_rel_l2": float(max(self.rel_l2)),
             "mask_iou_mean": float(min(v["mean"] for v in per_token.values())),
             "mask_iou_min": float(ious.min()),
@@ -220,19 +225,22 @@ def _encoder_outputs(contract: ModelContract, out: Any) -> dict[str, np.ndarray]
 
 def _torch_decode(sam, emb: dict[str, np.ndarray], call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray):
     with torch.no_grad():
-        iou, masks = sam.decode(
+        iou, masks, *extra = sam.decode(
             *(torch.from_numpy(e) for e in emb.values()),
             torch.from_numpy(call.point_coords),
             torch.from_numpy(call.point_labels),
             torch.from_numpy(mask_input),
             torch.from_numpy(has_mask),
         )
-    return iou.numpy(), masks.numpy()
+    return iou.numpy(), masks.numpy(), [e.numpy() for e in extra]
 
 
-def _graph_decode(decoder, emb: dict[str, np.ndarray], call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray):
+def _graph_decode(decoder, emb: dict[str, np.ndarray], call: DecoderCall, mask_input: np.ndarray, has_mask: np.ndarray,
+                  extra_names: Sequence[str] = ()):
     feats = {n: np.ascontiguousarray(e, np.float32) for n, e in emb.items()}
-    return decoder_results(decoder.run(decoder_feeds(feats, call.point_coords, call.point_labels, mask_input, has_mask)))
+    out = decoder.run(decoder_feeds(feats, call.point_coords, call.point_labels, mask_input, has_mask))
+    iou, masks = decoder_results(out)
+    return iou, masks, [np.asarray(out[n]) for n in extra_names]
 
 
 def _run_images(sam, graphs, contract: ModelContract, images, seed: int, report: CheckReport, say) -> None:
@@ -274,14 +282,18 @@ def _run_images(sam, graphs, contract: ModelContract, images, seed: int, report:
                     mask_ref = mask_feedback(previous["reference"][call.mask_from], token)
                 else:
                     has, mask_ref = np.zeros(b, np.float32), zeros
-                iou_ref, masks_ref = _torch_decode(sam, emb_ref, call, mask_ref, has)
+                iou_ref, masks_ref, extra_ref = _torch_decode(sam, emb_ref, call, mask_ref, has)
                 previous["reference"][call.case], previous["reference"][call.case + ":iou"] = masks_ref, iou_ref
                 abs_logits.append(np.abs(masks_ref[:, list(tokens)]).ravel()[::97])  # subsample for the median
                 for kind, emb in feeds.items():
                     mask_in = mask_feedback(previous[kind][call.mask_from], token) if call.mask_from else zeros
-                    iou_out, masks_out = _graph_decode(graphs["decoder"], emb, call, mask_in, has)
+                    iou_out, masks_out, extra_out = _graph_decode(graphs["decoder"], emb, call, mask_in, has,
+                                                                  contract.decoder.extra_outputs)
                     previous[kind][call.case] = masks_out
-                    acc[kind].add(call.case, metrics.decoder_metrics(iou_ref, masks_ref, iou_out, masks_out, thr))
+                    m = metrics.decoder_metrics(iou_ref, masks_ref, iou_out, masks_out, thr)
+                    if extra_ref:
+                        m["extra_output_max_abs"] = max(float(np.abs(a - b).max()) for a, b in zip(extra_ref, extra_out))
+                    acc[kind].add(call.case, m)
         say(f"  {name} {image.shape[1]}x{image.shape[0]}: {time.perf_counter() - t0:.1f} s")
     report.images = list(images)
     if emb_rows:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract import ModelContract
-from ..runtime.prompts import pack_prompts
+from ..runtime.prompts import pack_for
 from ..runtime.transforms import apply_boxes, apply_coords
 
 # (case name, what it exercises)
@@ -59,17 +59,19 @@ def encode_prompt(prompt: Prompt, original_hw: tuple[int, int], resized_hw: tupl
     coords = apply_coords(np.asarray(prompt.points, np.float32).reshape(1, -1, 2), original_hw, resized_hw)
     labels = np.asarray(prompt.labels, np.float32).reshape(1, -1)
     corners = None if prompt.box is None else apply_boxes(np.asarray(prompt.box, np.float32).reshape(1, 4), original_hw, resized_hw)
-    pc, pl = pack_prompts(coords, labels, corners, 1, contract.prompts.pad_point_when_no_box)
+    pc, pl = pack_for(contract, coords, labels, corners, 1)
     return pc[0], pl[0]
 
 
 def encode_batch(prompts: list[Prompt], original_hw, resized_hw, contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:
-    """Prompts with the same encoded length -> ([B, N, 2], [B, N])."""
+    """Prompts -> ([B, N, 2], [B, N]); shorter prompts are filled up with padding points (0, 0, -1)
+    (SAM's suite encodes every batch to one length; SAM2 appends its padding point after boxes too)."""
     enc = [encode_prompt(p, original_hw, resized_hw, contract) for p in prompts]
-    lengths = {c.shape[0] for c, _ in enc}
-    if len(lengths) != 1:
-        raise ValueError(f"prompts of one batch must encode to the same number of points, got {sorted(lengths)}")
-    return np.stack([c for c, _ in enc]), np.stack([lab for _, lab in enc])
+    n = max(c.shape[0] for c, _ in enc)
+    pad = contract.prompts.labels["pad"]
+    coords = [np.concatenate([c, np.zeros((n - len(c), 2), np.float32)]) for c, _ in enc]
+    labels = [np.concatenate([lab, np.full(n - len(lab), pad, np.float32)]) for _, lab in enc]
+    return np.stack(coords), np.stack(labels)
 
 
 def _rng(seed: int, image_name: str) -> np.random.Generator:

@@ -48,6 +48,8 @@ THRESHOLDS: dict[str, Threshold] = {
                   "5th percentile of the thresholded low-res mask IoUs over all prompts and mask tokens "
                   "(gated by `samdeploy calibrate`; `samdeploy check` and jetson/verify.py gate mask_iou_min)"),
         Threshold("iou_pred_max_abs", "<=", "decoder", "largest absolute difference of the IoU predictions"),
+        Threshold("extra_output_max_abs", "<=", "decoder",
+                  "largest absolute difference of the decoder's extra outputs (SAM2: object score logits)"),
     )
 }
 
@@ -71,6 +73,7 @@ DEFAULTS: dict[str, dict[str, float | None]] = {
         "mask_iou_min": 0.99,
         "mask_iou_p5": 0.99,  # = mask_iou_min (implied by it)
         "iou_pred_max_abs": 1e-3,
+        "extra_output_max_abs": 1e-3,
     },
     "fp16": {
         "embedding_rel_l2": 1e-2,
@@ -81,6 +84,7 @@ DEFAULTS: dict[str, dict[str, float | None]] = {
         "mask_iou_min": 0.95,
         "mask_iou_p5": 0.95,  # = mask_iou_min (implied by it)
         "iou_pred_max_abs": 0.02,
+        "extra_output_max_abs": 0.05,
     },
     "int8": {
         "embedding_rel_l2": 0.2,
@@ -93,6 +97,7 @@ DEFAULTS: dict[str, dict[str, float | None]] = {
         "mask_iou_p5": 0.90,
         "mask_iou_min": 0.7,  # check and verify agreed
         "iou_pred_max_abs": 0.1,  # check's value (verify had 0.06)
+        "extra_output_max_abs": 0.5,  # object-score logits: only their sign matters downstream
     },
 }
 

@@ -59,6 +59,10 @@ def build_model(variant: str, device: str | torch.device | None = None) -> Sam:
     meaningful values. ``device="meta"`` builds without allocating memory.
     """
     v = get_variant(variant)
+    if v.encoder == "sam2":  # its own module tree (Hiera, SAM2 decoder, the video modules' keys)
+        from .sam2 import build_sam2_image
+
+        return build_sam2_image(v.encoder_args["name"], device=device)
     if v.encoder == "hq_sam":  # its own encoder (two outputs) and decoder classes
         from .hq_sam import build_hq_sam
 
@@ -95,6 +99,10 @@ def random_model(variant: str, seed: int = 0, realistic: bool = True) -> Sam:
     BN scales so the residual stream keeps a trained-like scale (see ``init``). ``weights_sha256`` is
     ``"random:<variant>:seed=<n>"`` (plus ``:raw`` without ``realistic``) so contracts tell them apart.
     """
+    if get_variant(variant).encoder == "sam2":
+        from .sam2 import random_sam2_image
+
+        return random_sam2_image(variant, seed=seed, realistic=realistic)
     if get_variant(variant).encoder == "hq_sam":
         from .hq_sam import random_hq_sam
 

@@ -92,7 +92,7 @@ def _foreign_family(sd: Mapping[str, torch.Tensor]) -> Detection | None:
 
     if has("sam_mask_decoder.") or has("image_encoder.trunk."):
         v = "SAM 2.1" if "no_obj_embed_spatial" in sd else "SAM 2"
-        return Detection("sam2", None, f"a {v} (Hiera) checkpoint")
+        return _match_structure(sd, "sam2", f"a {v} (Hiera) checkpoint")
     if has("vision_encoder.") or has("shared_image_embedding"):
         return Detection("hf_transformers", None, "a Hugging Face transformers SamModel checkpoint (HF key names)")
     if has("a_interval") or has("w_interval"):

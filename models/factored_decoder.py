@@ -36,9 +36,9 @@ from torch.nn import functional as F
 
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-from .transformer import Attention
+from .transformer import Attention, TwoWayTransformer
 
-__all__ = ["factored_decode"]
+__all__ = ["factored_decode", "factored_two_way"]
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
@@ -121,6 +121,50 @@ def _upscale_channels_last(dec: MaskDecoder, keys: Tensor) -> Tensor:
     return x.reshape(-1, 16 * hw, c2)  # [B, 16HW, C2]
 
 
+def factored_two_way(
+    prompt_encoder: PromptEncoder,
+    tf: TwoWayTransformer,
+    image_embeddings: Tensor,
+    tokens: Tensor,
+    mask_input: Tensor,
+    has_mask_input: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The two-way transformer, factored (rewrites 1 and 2 of the module docstring): tokens [B,T,C]
+    (output + prompt tokens), one image [1,C,h,w] -> (tokens [B,T,C], image tokens [B,HW,C]).
+    Shared by SAM's, HQ-SAM's and SAM2's decoders."""
+    layer0, rest = tf.layers[0], list(tf.layers[1:])
+    query_pe = tokens
+    md = prompt_encoder.mask_downscaling
+    h16 = md[:-1](mask_input).flatten(2).transpose(1, 2)  # [B,HW,16]
+    has = has_mask_input.reshape(-1, 1, 1)
+    nme = prompt_encoder.no_mask_embed.weight  # [1,C]
+
+    emb = image_embeddings.flatten(2).transpose(1, 2)  # [1,HW,C]
+    pe = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)  # [1,HW,C]
+    src0 = emb + nme
+    t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
+    k0 = _split_heads(t2i.k_proj(src0 + pe), t2i.num_heads)  # once per call
+    v0 = _split_heads(t2i.v_proj(src0), t2i.num_heads)
+    q0 = i2t.q_proj(src0 + pe)
+    # the mask input as 17 columns per prompt: has * (dense - nme) = x17 @ w17
+    x17 = torch.cat([h16 * has, has + h16[..., :1] * 0.0], dim=-1)  # [B,HW,17]
+    w17 = torch.cat([md[-1].weight.flatten(1).t(), (md[-1].bias - nme[0]).unsqueeze(0)], dim=0)  # [17,C]
+
+    queries = layer0.norm1(layer0.self_attn(q=tokens, k=tokens, v=tokens))  # skip_first_layer_pe
+    queries = layer0.norm2(queries + _t2i_layer0(t2i, queries + query_pe, k0, v0, x17, w17))
+    queries = layer0.norm3(queries + layer0.mlp(queries))
+    keys = layer0.norm4(src0 + _i2t_layer0(i2t, queries + query_pe, queries, q0, x17, w17))
+    for layer in rest:
+        q = queries + query_pe
+        queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
+        keys_pe = keys + pe
+        queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        keys = layer.norm4(keys + _image_to_tokens(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries))
+    queries = tf.norm_final_attn(queries + _tokens_to_image(tf.final_attn_token_to_image, queries + query_pe, keys + pe, keys))
+    return queries, keys
+
+
 def factored_decode(
     prompt_encoder: PromptEncoder,
     dec: MaskDecoder,
@@ -132,7 +176,6 @@ def factored_decode(
 ) -> tuple[Tensor, Tensor]:
     """Same contract as ``Sam.decode``: -> (iou_predictions [B,4], low_res_masks [B,4,256,256])."""
     tf = dec.transformer
-    layer0, rest = tf.layers[0], list(tf.layers[1:])
     _, c, h, w = image_embeddings.shape
 
     # ---- prompts --------------------------------------------------------------------------------
@@ -141,48 +184,7 @@ def factored_decode(
     # The prompt batch comes from has_mask_input [B], which exists even when N = 0 points.
     per_prompt = has_mask_input.reshape(-1, 1, 1) * 0.0  # [B,1,1]
     tokens = torch.cat([tokens.unsqueeze(0) + per_prompt, sparse], dim=1)  # [B,5+N,C]
-    query_pe = tokens
-
-    # Mask input: everything but the last 1x1 conv (16 -> C) stays per prompt at 16 channels.
-    md = prompt_encoder.mask_downscaling
-    h16 = md[:-1](mask_input).flatten(2).transpose(1, 2)  # [B,HW,16]
-    conv_w = md[-1].weight.flatten(1)  # [C,16]
-    has = has_mask_input.reshape(-1, 1, 1)
-    nme = prompt_encoder.no_mask_embed.weight  # [1,C]
-    mask_shift = md[-1].bias - nme[0]  # (c - nme)
-
-    # ---- once per call: image tokens without a mask ------------------------------------------------
-    emb = image_embeddings.flatten(2).transpose(1, 2)  # [1,HW,C]
-    pe = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)  # [1,HW,C]
-    src0 = emb + nme  # [1,HW,C]
-    t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
-
-    # Once per call: the image tokens without a mask, and layer 0's projections of them.
-    k0 = _split_heads(t2i.k_proj(src0 + pe), t2i.num_heads)  # [1,h,HW,d]
-    v0 = _split_heads(t2i.v_proj(src0), t2i.num_heads)  # [1,h,HW,d]
-    q0 = i2t.q_proj(src0 + pe)  # [1,HW,h*d]
-    # Per prompt, the mask input enters through 17 columns: x17 = [has * h16, has], and
-    # has_b * (dense_b - nme) = x17 @ w17 with w17 = [W_c^T; c - nme].
-    x17 = torch.cat([h16 * has, has + h16[..., :1] * 0.0], dim=-1)  # [B,HW,17]
-    w17 = torch.cat([conv_w.t(), mask_shift.unsqueeze(0)], dim=0)  # [17,C]
-
-    # ---- layer 0 ---------------------------------------------------------------------------------------
-    queries = layer0.norm1(layer0.self_attn(q=tokens, k=tokens, v=tokens))  # skip_first_layer_pe
-    queries = layer0.norm2(queries + _t2i_layer0(t2i, queries + query_pe, k0, v0, x17, w17))
-    queries = layer0.norm3(queries + layer0.mlp(queries))
-    keys = layer0.norm4(src0 + _i2t_layer0(i2t, queries + query_pe, queries, q0, x17, w17))
-
-    # ---- later layers -------------------------------------------------------------------------------
-    for layer in rest:
-        q = queries + query_pe
-        queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
-        keys_pe = keys + pe
-        queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys))
-        queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + _image_to_tokens(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries))
-    queries = tf.norm_final_attn(
-        queries + _tokens_to_image(tf.final_attn_token_to_image, queries + query_pe, keys + pe, keys)
-    )
+    queries, keys = factored_two_way(prompt_encoder, tf, image_embeddings, tokens, mask_input, has_mask_input)
 
     # ---- heads -------------------------------------------------------------------------------------------
     iou_pred = dec.iou_prediction_head(queries[:, 0, :])

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .common import LayerNorm2d, MLP
-from .factored_decoder import _i2t_layer0, _image_to_tokens, _split_heads, _t2i_layer0, _tokens_to_image
+from .factored_decoder import factored_two_way
 from .image_encoder_vit import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -192,49 +192,6 @@ class MaskDecoderHQ(MaskDecoder):
         return self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, hq)
 
 
-def _factored_two_way(
-    prompt_encoder: PromptEncoder,
-    tf: TwoWayTransformer,
-    image_embeddings: Tensor,
-    tokens: Tensor,
-    mask_input: Tensor,
-    has_mask_input: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """The two-way transformer as ``factored_decode`` computes it (same helpers; see that module):
-    tokens [B,T,C] (output + prompt tokens), one image [1,C,h,w] -> (tokens [B,T,C], image tokens [B,HW,C])."""
-    layer0, rest = tf.layers[0], list(tf.layers[1:])
-    query_pe = tokens
-    md = prompt_encoder.mask_downscaling
-    h16 = md[:-1](mask_input).flatten(2).transpose(1, 2)  # [B,HW,16]
-    has = has_mask_input.reshape(-1, 1, 1)
-    nme = prompt_encoder.no_mask_embed.weight  # [1,C]
-
-    emb = image_embeddings.flatten(2).transpose(1, 2)  # [1,HW,C]
-    pe = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)  # [1,HW,C]
-    src0 = emb + nme
-    t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
-    k0 = _split_heads(t2i.k_proj(src0 + pe), t2i.num_heads)  # once per call
-    v0 = _split_heads(t2i.v_proj(src0), t2i.num_heads)
-    q0 = i2t.q_proj(src0 + pe)
-    # the mask input as 17 columns per prompt: has * (dense - nme) = x17 @ w17
-    x17 = torch.cat([h16 * has, has + h16[..., :1] * 0.0], dim=-1)  # [B,HW,17]
-    w17 = torch.cat([md[-1].weight.flatten(1).t(), (md[-1].bias - nme[0]).unsqueeze(0)], dim=0)  # [17,C]
-
-    queries = layer0.norm1(layer0.self_attn(q=tokens, k=tokens, v=tokens))  # skip_first_layer_pe
-    queries = layer0.norm2(queries + _t2i_layer0(t2i, queries + query_pe, k0, v0, x17, w17))
-    queries = layer0.norm3(queries + layer0.mlp(queries))
-    keys = layer0.norm4(src0 + _i2t_layer0(i2t, queries + query_pe, queries, q0, x17, w17))
-    for layer in rest:
-        q = queries + query_pe
-        queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
-        keys_pe = keys + pe
-        queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys))
-        queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + _image_to_tokens(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries))
-    queries = tf.norm_final_attn(queries + _tokens_to_image(tf.final_attn_token_to_image, queries + query_pe, keys + pe, keys))
-    return queries, keys
-
-
 def _hq_mask(dec: MaskDecoderHQ, upscaled: Tensor, hq_token: Tensor, hq_features: Tensor) -> Tensor:
     """hf_mlp(token) . (embedding_maskfeature(U) + F_hq) with the last 3x3 conv folded into the dot
     product: sum_c y_c (W_c * g + b_c) = (y W) * g + y.b, a per-prompt 3x3 conv from 64 channels to 1,
@@ -274,7 +231,7 @@ def hq_decode(
     sparse = prompt_encoder.embed_points(point_coords, point_labels)  # [B,N,C]
     per_prompt = has_mask_input.reshape(-1, 1, 1) * 0.0  # [B,1,1]: the batch even when N = 0
     tokens = torch.cat([dec.output_tokens().unsqueeze(0) + per_prompt, sparse], dim=1)  # [B,6+N,C]
-    queries, keys = _factored_two_way(prompt_encoder, dec.transformer, image_embeddings, tokens, mask_input, has_mask_input)
+    queries, keys = factored_two_way(prompt_encoder, dec.transformer, image_embeddings, tokens, mask_input, has_mask_input)
 
     n = dec.num_mask_tokens
     iou_pred = dec.iou_prediction_head(queries[:, 0, :])
@@ -428,7 +385,7 @@ def make_realistic_hq_(model: HQSam, target: float = 20.0, seed: int = 0) -> HQS
     from .init import make_realistic_
 
     make_realistic_(model, target=target, seed=seed)
-    dec, pe = model.mask_decoder, model.prompt_encoder
+    dec = model.mask_decoder
     device = dec.hf_token.weight.device
     g = torch.Generator().manual_seed(seed + 1)
     emb = torch.randn(1, 256, 64, 64, generator=g).to(device)

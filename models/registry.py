@@ -157,6 +157,18 @@ REGISTRY: dict[str, Checkpoint] = {
                 ("tiny", None, "about 43 MB (models.md [S]); no published hash"),
             )
         ],
+        *[
+            Checkpoint(
+                f"{gen}_hiera_{size}", "sam2", f"{gen}_hiera_{size}", f"{gen}_hiera_{long}.pt",
+                f"https://dl.fbaipublicfiles.com/segment_anything_2/{date}/{gen}_hiera_{long}.pt",
+                size=None, sha256=None, md5=None,  # not published with the files
+                license="Apache-2.0", source="facebookresearch/sam2",
+                page="https://github.com/facebookresearch/sam2#model-description",
+                notes='{"model": state_dict} with the video modules; samdeploy exports the image path',
+            )
+            for gen, date in (("sam2.1", "092824"), ("sam2", "072824"))
+            for size, long in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"), ("l", "large"))
+        ],
         Checkpoint(
             "repvit_sam", "repvit_sam", "repvit_sam", "repvit_sam.pt",
             "https://huggingface.co/spaces/jameslahm/repvit-sam/resolve/main/repvit_sam.pt",

@@ -39,7 +39,7 @@ prompts]; the transformer MLPs are ``mlp.layers.{0,1}``; upscaling adds the high
 
 Export notes (same as ``hq_sam``): the image inputs have batch 1 and broadcast over the B prompts; the
 prompt batch comes from ``has_mask_input`` so N = 0 works; no boolean-index writes, no OneHot/Tile; the
-two-way transformer is ``hq_sam._factored_two_way`` (prompt-independent work once per call).
+two-way transformer is ``factored_decoder.factored_two_way`` (prompt-independent work once per call).
 
 Key counts (official checkpoints; checked against the sam2==1.1.0 package by tests/test_sam2_models.py):
 
@@ -60,7 +60,7 @@ from torch import Tensor, nn
 
 from .common import LayerNorm2d, MLP
 from .hiera import HIERA_CONFIGS, Sam2ImageEncoder
-from .hq_sam import _factored_two_way
+from .factored_decoder import factored_two_way
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .transformer import TwoWayTransformer
@@ -120,7 +120,6 @@ class Sam2MaskDecoder(MaskDecoder):
         """Transformer outputs (queries [B,6+N,C], image tokens [B,hw,C]) -> (iou [B,4] after sigmoid,
         masks [B,4,4h,4w], object_score_logits [B,1])."""
         h, w = hw
-        n = self.num_mask_tokens
         obj = self.pred_obj_score_head(queries[:, 0, :])
         iou = torch.sigmoid(self.iou_prediction_head(queries[:, 1, :]))
         upscaled = self.upscale(keys.transpose(1, 2).unflatten(-1, (h, w)), feats_0, feats_1)  # [B,C/8,4h,4w]
@@ -251,7 +250,7 @@ class Sam2Image(nn.Module):
         sparse = pe.embed_points(point_coords, point_labels)  # [B,N,C]
         per_prompt = has_mask_input.reshape(-1, 1, 1) * 0.0  # [B,1,1]: the batch even when N = 0
         tokens = torch.cat([dec.output_tokens().unsqueeze(0) + per_prompt, sparse], dim=1)  # [B,6+N,C]
-        queries, keys = _factored_two_way(pe, dec.transformer, image_embeddings, tokens, mask_input, has_mask_input)
+        queries, keys = factored_two_way(pe, dec.transformer, image_embeddings, tokens, mask_input, has_mask_input)
         iou, masks, obj = dec.heads(queries, keys, (h, w), high_res_feats_0, high_res_feats_1)
         return iou, masks, obj
 
@@ -279,6 +278,20 @@ class Sam2Image(nn.Module):
     @property
     def image_size(self) -> int:
         return 1024
+
+    # ---- metadata (as models.sam.Sam) ----------------------------------------------------------------
+    @property
+    def contract(self):
+        return self.make_contract()
+
+    def make_contract(self, weights_sha256: str | None = None, **provenance):
+        """The contract of this variant (``models.variants``) with this model's weights hash."""
+        from .variants import contract_for
+
+        sha = weights_sha256 if weights_sha256 is not None else self.weights_sha256
+        if not self.variant or not sha:
+            raise ValueError("this model has no variant name or weights hash; build it with build_model/load_checkpoint")
+        return contract_for(self.variant, sha, provenance=provenance)
 
 
 def build_sam2_image(name: str, device: str | torch.device | None = None) -> Sam2Image:

@@ -14,6 +14,12 @@ from typing import Any, Mapping
 from ..contract import ENCODER_OUTPUT, ZERO_TOKEN_LABEL, Decoder, Encoder, ModelContract, Preprocess, Prompts, TensorSpec
 
 HQ_INTERM = "interm_embeddings"  # HQ-SAM's early ViT/TinyViT feature, an encoder output
+# SAM2's image path: the 64x64 embedding (no_mem_embed added) and the two high-resolution levels
+SAM2_OUTPUTS = (ENCODER_OUTPUT, "high_res_feats_0", "high_res_feats_1")
+SAM2_SHAPES = ((256, 64, 64), (32, 256, 256), (64, 128, 128))
+SAM2_OBJECT_SCORE = "object_score_logits"  # [B, 1]; an object is absent where it is <= 0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # on 0..1 (pixel_scale 1)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 from ..errors import InputError
 
 __all__ = ["Variant", "VARIANTS", "get_variant", "contract_for", "variant_names"]
@@ -39,9 +45,14 @@ class Variant:
     licence: str = "Apache-2.0"  # of the official weights (EdgeSAM: non-commercial)
     heavy: bool = False  # too big for routine CI parity runs (tests use meta tensors for it)
     interm_dim: int | None = None  # HQ-SAM: channels of the early encoder feature its decoder also reads
+    sam2: bool = False  # SAM2/SAM2.1 image path: stretch + ImageNet input, 3 encoder outputs, object score
 
     @property
     def preprocess(self) -> Preprocess:
+        if self.sam2:  # SAM2Transforms: ToTensor, Resize((1024, 1024)) with antialias, ImageNet Normalize
+            return Preprocess(input_size=self.input_size, resize="stretch", interpolation="bilinear_antialias_float",
+                              pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD, pixel_scale=1.0,
+                              pad_value=(0.0, 0.0, 0.0))
         return Preprocess(input_size=self.input_size)
 
     @property
@@ -49,10 +60,16 @@ class Variant:
         labels = dict(Prompts().labels)
         if self.zero_token_label is not None:
             labels["zero_token"] = self.zero_token_label
+        if self.sam2:  # SAM2ImagePredictor: box corners first, padding point always
+            return Prompts(frame_size=self.frame_size, labels=labels, box_first=True, pad_point_always=True)
         return Prompts(frame_size=self.frame_size, labels=labels)
 
     @property
     def decoder(self) -> Decoder:
+        if self.sam2:  # IoU head already sigmoided; SAM2's dynamic single mask; direct resize; clamp 32
+            return Decoder(embedding_inputs=SAM2_OUTPUTS, extra_outputs=(SAM2_OBJECT_SCORE,), score="iou_head",
+                           single_mask="dynamic_stability", postprocess="direct", low_res_clamp=32.0,
+                           accepts_no_points=True)
         if self.interm_dim is not None:  # HQ-SAM: 4 SAM tokens + the HQ token, two encoder outputs
             return Decoder(num_mask_tokens=5, hq_token=4, embedding_inputs=(ENCODER_OUTPUT, HQ_INTERM),
                            score=self.score, accepts_no_points=True)
@@ -60,6 +77,8 @@ class Variant:
 
     @property
     def encoder_spec(self) -> Encoder:
+        if self.sam2:
+            return Encoder(outputs=tuple(TensorSpec(n, s) for n, s in zip(SAM2_OUTPUTS, SAM2_SHAPES)))
         outputs = (TensorSpec(ENCODER_OUTPUT, (256, 64, 64)),)
         if self.interm_dim is not None:  # channels last, as the official encoder returns it
             outputs += (TensorSpec(HQ_INTERM, (64, 64, self.interm_dim)),)
@@ -148,6 +167,12 @@ _TABLE = [
     Variant("hq_vit_tiny", "hq_sam", "hq_sam", MappingProxyType(dict(name="hq_vit_tiny")),
             "HQ-SAM light (TinyViT-5M 'vit_tiny' + HQ token)", registry_name="sam_hq_vit_tiny", params="10.6M",
             interm_dim=160),
+    # SAM 2 / 2.1 (Ravi et al. 2024), image path: Hiera trunk + FPN neck, SAM2 mask decoder with object score.
+    *[Variant(f"{gen}_hiera_{size}", "sam2", "sam2", MappingProxyType(dict(name=f"{gen}_hiera_{size}")),
+              f"{'SAM 2.1' if gen == 'sam2.1' else 'SAM 2'} Hiera-{label} (images)", sam2=True,
+              registry_name=f"{gen}_hiera_{size}", params=params, heavy=size != "t")
+      for gen in ("sam2.1", "sam2")
+      for size, label, params in (("t", "T", "39.0M"), ("s", "S", "46.1M"), ("b+", "B+", "80.8M"), ("l", "L", "224.4M"))],
     # RepViT-SAM (Wang et al. 2023): RepViT-M2.3 with the last stage at stride 1.
     Variant("repvit_sam", "repvit_sam", "rep_vit", MappingProxyType(dict(arch="repvit_sam")),
             "RepViT-SAM (RepViT-M2.3, last stride 1)", registry_name="repvit_sam", params="27.2M", heavy=True),

@@ -567,14 +567,14 @@ class _PredictorDecoder:
     ) -> tuple[np.ndarray, np.ndarray]:
         # The building blocks rather than predict_batch: the generator filters on predicted IoU
         # before paying for full-resolution logits.
-        from .prompts import pack_prompts
+        from .prompts import pack_for
         from .transforms import apply_boxes, apply_coords
 
         p = self.predictor
         k = len(points) if points is not None else len(boxes)  # type: ignore[arg-type]
         c_in = apply_coords(points, p.original_size, p.input_size) if points is not None else None
         b_in = apply_boxes(boxes, p.original_size, p.input_size) if boxes is not None else None
-        pc, pl = pack_prompts(c_in, labels, b_in, k, p.contract.prompts.pad_point_when_no_box)
+        pc, pl = pack_for(p.contract, c_in, labels, b_in, k)
         iou, low = p.decode(pc, pl)
         return p.select(iou, low, multimask)
 

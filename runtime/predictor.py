@@ -35,9 +35,9 @@ from ..contract import ENCODER_INPUT, RESIZE_MODES, SCORE_KINDS, ModelContract, 
 from ..errors import ContractError, InputError, NumericalError, PredictorStateError
 from ..images import to_rgb_uint8
 from .backends import GraphPair, load_model
-from .prompts import PromptLimits, check_boxes, check_mask_input, check_points, pack_prompts
+from .prompts import PromptLimits, check_boxes, check_mask_input, check_points, pack_for
 from .amg_utils import stability_score
-from .transforms import apply_boxes, apply_coords, input_shape, preprocess_image, upscale_masks
+from .transforms import apply_boxes, apply_coords, input_shape, preprocess_image, resize_masks_direct, upscale_masks
 
 IMAGE_FORMATS = ("RGB", "BGR")
 
@@ -89,6 +89,11 @@ def validate_contract(contract: Any) -> None:
             raise ContractError(f"contract field decoder.always_multimask must be a bool, got {dec.always_multimask!r}", hint=hint)
         if dec.score not in SCORE_KINDS:
             raise ContractError(f"contract field decoder.score must be one of {SCORE_KINDS}, got {dec.score!r}", hint=hint)
+        if dec.single_mask not in ("token", "dynamic_stability") or dec.postprocess not in ("crop_upscale", "direct"):
+            raise ContractError(
+                f"contract fields decoder.single_mask={dec.single_mask!r} / decoder.postprocess={dec.postprocess!r} "
+                "are not known to this runtime", hint=hint,
+            )
         if pre.resize not in RESIZE_MODES:
             raise ContractError(f"contract field preprocess.resize must be one of {RESIZE_MODES}, got {pre.resize!r}", hint=hint)
         outs = contract.encoder.outputs
@@ -106,6 +111,24 @@ def validate_contract(contract: Any) -> None:
             )
     except AttributeError as exc:
         raise ContractError(f"the model contract lacks a field the runtime needs ({exc})", hint=hint) from None
+
+
+def _dynamic_single_mask(iou: np.ndarray, low_res: np.ndarray, d: Any) -> tuple[np.ndarray, np.ndarray]:
+    """SAM2's single-mask answer (``build_sam2(apply_postprocessing=True)``): the single-mask token
+    unless its stability area(logit > delta) / area(logit > -delta) (1 when both are empty) is below
+    ``thresh``; then the best multimask token by IoU."""
+    rows = np.arange(iou.shape[0])
+    multi = np.asarray(d.multimask_tokens)
+    best = multi[np.argmax(iou[:, multi], axis=1)]
+    single = low_res[:, d.single_mask_token]
+    delta = np.float32(d.dynamic_stability_delta)
+    inter = np.count_nonzero(single > delta, axis=(-2, -1)).astype(np.float32)
+    union = np.count_nonzero(single > -delta, axis=(-2, -1)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stability = np.where(union > 0, inter / union, np.float32(1.0))
+    stable = stability >= d.dynamic_stability_thresh
+    pick = np.where(stable, d.single_mask_token, best)
+    return iou[rows, pick][:, None], low_res[rows, pick][:, None]
 
 
 class Predictor:
@@ -299,6 +322,8 @@ class Predictor:
         return (first,) + rest
 
     def reset_image(self) -> None:
+        self._last_extra: dict[str, np.ndarray] = {}
+        self.extra_outputs: dict[str, np.ndarray] = {}
         self._embedding: Optional[np.ndarray] = None
         self._features: dict[str, np.ndarray] = {}
         self.original_size: Optional[tuple[int, int]] = None
@@ -443,12 +468,18 @@ class Predictor:
         orig, inp = self.original_size, self.input_size
         c_in = apply_coords(coords, orig, inp) if coords is not None else None
         b_in = apply_boxes(boxes, orig, inp) if boxes is not None else None
-        pc, pl = pack_prompts(c_in, labels, b_in, k, self.contract.prompts.pad_point_when_no_box, self.no_points_ok)
+        pc, pl = pack_for(self.contract, c_in, labels, b_in, k, self.no_points_ok)
         t1 = time.perf_counter()
         iou, low = self.decode(pc, pl, masks_in)
         t2 = time.perf_counter()
+        #: extra decoder outputs of the last call by name (SAM2: ``object_score_logits [K,1]``; an
+        #: object is absent where the logit is <= 0), or {} for families without them
+        self.extra_outputs = dict(self._last_extra)
         scores, low = self.select(iou, low, multimask_output)
         masks = self.postprocess(low, threshold=None if return_logits else self.contract.decoder.mask_threshold)
+        clamp = self.contract.decoder.low_res_clamp
+        if clamp is not None:  # SAM2 returns clamped logits (ready to feed back as mask_input)
+            low = np.clip(low, -float(clamp), float(clamp))
         t3 = time.perf_counter()
         self.timings = {
             "prompt_ms": (t1 - t0) * 1e3,
@@ -483,15 +514,20 @@ class Predictor:
             )
         size = self.contract.decoder.low_res_size
         chunk = min(self.max_batch, dec.max_batch or self.max_batch)
+        self._extra_chunks: list[dict[str, np.ndarray]] = []
         if k <= chunk:
-            return self._decode_chunk(pc, pl, mask_input, size)
-        ious, lows = [], []
-        for s in range(0, k, chunk):
-            mi = None if mask_input is None else mask_input[s : s + chunk]
-            a, b = self._decode_chunk(pc[s : s + chunk], pl[s : s + chunk], mi, size)
-            ious.append(a)
-            lows.append(b)
-        return np.concatenate(ious), np.concatenate(lows)
+            out = self._decode_chunk(pc, pl, mask_input, size)
+        else:
+            ious, lows = [], []
+            for s in range(0, k, chunk):
+                mi = None if mask_input is None else mask_input[s : s + chunk]
+                a, b = self._decode_chunk(pc[s : s + chunk], pl[s : s + chunk], mi, size)
+                ious.append(a)
+                lows.append(b)
+            out = np.concatenate(ious), np.concatenate(lows)
+        names = self.contract.decoder.extra_outputs
+        self._last_extra = {n: np.concatenate([c[n] for c in self._extra_chunks]) for n in names}
+        return out
 
     def _decode_chunk(self, pc, pl, mask_input, size):
         k = pc.shape[0]
@@ -501,8 +537,10 @@ class Predictor:
         else:
             mi = np.ascontiguousarray(mask_input, dtype=np.float32)
             has = np.ones((k,), np.float32)
-        iou, low = decoder_results(self.model.decoder.run(decoder_feeds(self._features, pc, pl, mi, has)))
+        outputs = self.model.decoder.run(decoder_feeds(self._features, pc, pl, mi, has))
+        iou, low = decoder_results(outputs)
         iou, low = np.asarray(iou), np.asarray(low)
+        self._extra_chunks.append({n: np.asarray(outputs[n]) for n in self.contract.decoder.extra_outputs})
         if not (np.isfinite(iou).all() and np.isfinite(low).all()):
             raise NumericalError(
                 "the decoder backend returned NaN or inf scores/logits for validated prompts",
@@ -523,6 +561,8 @@ class Predictor:
         elif multimask_output or d.always_multimask:
             idx = list(d.multimask_tokens)
             iou, low_res = iou[:, idx], low_res[:, idx]
+        elif d.single_mask == "dynamic_stability":
+            iou, low_res = _dynamic_single_mask(iou, low_res, d)
         else:
             t = d.single_mask_token
             iou, low_res = iou[:, t : t + 1], low_res[:, t : t + 1]
@@ -535,6 +575,8 @@ class Predictor:
     def postprocess(self, low_res: np.ndarray, threshold: Optional[float] = 0.0) -> np.ndarray:
         """Low-res logits ``[..., 256, 256]`` -> masks at the original image size (see ``upscale_masks``)."""
         self._require_image()
+        if self.contract.decoder.postprocess == "direct":
+            return resize_masks_direct(low_res, self.original_size, threshold)
         return upscale_masks(
             low_res, self.input_size, self.original_size, self.contract.frame_size, threshold,
             exact=not self.fast_postprocess,

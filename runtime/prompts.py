@@ -211,6 +211,8 @@ def pack_prompts(
     k: int,
     pad_point_when_no_box: bool = True,
     no_points_ok: bool = True,
+    box_first: bool = False,
+    pad_point_always: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build decoder ``point_coords [K, N', 2]`` and ``point_labels [K, N']`` (float32).
 
@@ -218,16 +220,25 @@ def pack_prompts(
     in the same frame. Order and padding follow SAM's prompt encoder (clicks, box TL=2, box BR=3;
     a ``(0, 0, -1)`` padding point when there is no box, also after empty ``[K, 0, 2]`` clicks).
     ``coords=None`` and no box (mask only, or nothing) gives N = 0 like SAM; ``no_points_ok=False``
-    (a decoder that needs N >= 1) gives the single padding point instead."""
+    (a decoder that needs N >= 1) gives the single padding point instead. SAM2 (``box_first``,
+    ``pad_point_always``): box corners, then clicks, then the padding point whenever there is any point."""
     parts_c: list[np.ndarray] = []
     parts_l: list[np.ndarray] = []
+    box = None if box_corners is None else (np.asarray(box_corners, np.float32).reshape(k, 2, 2),
+                                            np.broadcast_to(np.array([2.0, 3.0], np.float32), (k, 2)))
+    if box is not None and box_first:
+        parts_c.append(box[0])
+        parts_l.append(box[1])
     if coords is not None:
         parts_c.append(np.asarray(coords, np.float32))
         parts_l.append(np.asarray(labels, np.float32))
-    if box_corners is not None:
-        parts_c.append(np.asarray(box_corners, np.float32).reshape(k, 2, 2))
-        parts_l.append(np.broadcast_to(np.array([2.0, 3.0], np.float32), (k, 2)))
-    elif pad_point_when_no_box and coords is not None:
+    if box is not None and not box_first:
+        parts_c.append(box[0])
+        parts_l.append(box[1])
+    if pad_point_always and (coords is not None or box is not None):
+        parts_c.append(np.zeros((k, 1, 2), np.float32))
+        parts_l.append(np.full((k, 1), -1.0, np.float32))
+    elif box is None and pad_point_when_no_box and coords is not None:
         parts_c.append(np.zeros((k, 1, 2), np.float32))
         parts_l.append(np.full((k, 1), -1.0, np.float32))
     if not no_points_ok and sum(c.shape[1] for c in parts_c) == 0:
@@ -239,3 +250,12 @@ def pack_prompts(
         np.ascontiguousarray(np.concatenate(parts_c, axis=1)),
         np.ascontiguousarray(np.concatenate(parts_l, axis=1)),
     )
+
+
+def pack_for(contract: Any, coords: Optional[np.ndarray], labels: Optional[np.ndarray], box_corners: Optional[np.ndarray],
+             k: int, no_points_ok: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pack_prompts` with the packing rules of ``contract.prompts`` (SAM: clicks, box, pad when
+    no box; SAM2: box, clicks, pad always). The one packer of runtime, check and calibration."""
+    p = contract.prompts
+    return pack_prompts(coords, labels, box_corners, k, p.pad_point_when_no_box, no_points_ok,
+                        box_first=p.box_first, pad_point_always=p.pad_point_always)

@@ -35,6 +35,14 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int], interpolation: str
         from PIL import Image
 
         return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    if interpolation == "bilinear_antialias_float":
+        # torchvision Resize on a float tensor (SAM2's transform): antialiased bilinear without the
+        # rounding to uint8; Pillow's float ("F") images use the same separable triangle filter.
+        from PIL import Image
+
+        chans = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))
+                            .resize((w, h), Image.BILINEAR)) for c in range(image.shape[2])]
+        return np.stack(chans, axis=-1)
     if interpolation == "bilinear":
         import cv2
 
@@ -150,6 +158,26 @@ def upscale_masks(
         else:
             up = cv2.resize(crop, (0, 0), fx=W / (w / ratio), fy=H / (h / ratio), interpolation=cv2.INTER_LINEAR)
             up = up[:H, :W]
+        if threshold is None:
+            out[i] = up
+        else:
+            np.greater(up, threshold, out=out[i])
+    return out.reshape(*lead, H, W)
+
+
+def resize_masks_direct(low_res: np.ndarray, original_hw: tuple[int, int], threshold: float | None = 0.0) -> np.ndarray:
+    """SAM2's post-processing: low-res logits ``[..., L, L]`` resized straight to the original
+    ``(H, W)`` (bilinear, half-pixel centres = ``F.interpolate(align_corners=False)``), then thresholded
+    (``threshold=None`` returns float32 logits). The stretch resize has no padding to crop."""
+    import cv2
+
+    low_res = np.asarray(low_res, dtype=np.float32)
+    lead, size = low_res.shape[:-2], low_res.shape[-2:]
+    H, W = original_hw
+    flat = low_res.reshape(-1, *size)
+    out = np.empty((flat.shape[0], H, W), dtype=np.float32 if threshold is None else np.bool_)
+    for i, m in enumerate(flat):
+        up = cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR)
         if threshold is None:
             out[i] = up
         else:
