@@ -36,19 +36,8 @@ def build_image_encoder(variant: Variant) -> nn.Module:
         for key in ("embed_dims", "depths", "num_heads", "window_sizes"):
             args[key] = list(args[key])
         return TinyViT(**args)
-    if variant.encoder == "efficientvit_sam":
-        from .efficientvit_sam import efficientvit_sam_encoder
-
-        return efficientvit_sam_encoder(variant.encoder_args["name"], input_size=variant.input_size)
-    if variant.encoder == "rep_vit":
-        from . import rep_vit
-
-        arch = variant.encoder_args["arch"]
-        return rep_vit.edge_sam_encoder(variant.input_size) if arch == "edge_sam" else rep_vit.repvit_sam_encoder(variant.input_size)
-    if variant.encoder == "nanosam":
-        from .nanosam import nanosam_encoder
-
-        return nanosam_encoder(variant.input_size)
+    if variant.builder:  # a family's own encoder, named by its variant entry
+        return _resolve(variant.builder)(variant)
     raise ValueError(f"unknown encoder kind {variant.encoder!r}")
 
 
@@ -59,14 +48,8 @@ def build_model(variant: str, device: str | torch.device | None = None) -> Sam:
     meaningful values. ``device="meta"`` builds without allocating memory.
     """
     v = get_variant(variant)
-    if v.encoder == "sam2":  # its own module tree (Hiera, SAM2 decoder, the video modules' keys)
-        from .sam2 import build_sam2_image
-
-        return build_sam2_image(v.encoder_args["name"], device=device)
-    if v.encoder == "hq_sam":  # its own encoder (two outputs) and decoder classes
-        from .hq_sam import build_hq_sam
-
-        return build_hq_sam(v.encoder_args["name"], device=device)
+    if v.model_builder:  # a family with its own module tree (HQ-SAM, SAM2)
+        return _resolve(v.model_builder)(v.name, device=device)
     with torch.device(device) if device is not None else _nullcontext():
         size = v.frame_size  # the prompt encoder works in the prompt frame, not the encoder input
         grid = size // VIT_PATCH_SIZE  # 64: every family's embedding grid
@@ -99,20 +82,23 @@ def random_model(variant: str, seed: int = 0, realistic: bool = True) -> Sam:
     BN scales so the residual stream keeps a trained-like scale (see ``init``). ``weights_sha256`` is
     ``"random:<variant>:seed=<n>"`` (plus ``:raw`` without ``realistic``) so contracts tell them apart.
     """
-    if get_variant(variant).encoder == "sam2":
-        from .sam2 import random_sam2_image
-
-        return random_sam2_image(variant, seed=seed, realistic=realistic)
-    if get_variant(variant).encoder == "hq_sam":
-        from .hq_sam import random_hq_sam
-
-        return random_hq_sam(variant, seed=seed, realistic=realistic)
+    v = get_variant(variant)
+    if v.random_builder:
+        return _resolve(v.random_builder)(v.name, seed=seed, realistic=realistic)
     sam = build_model(variant)
     randomize_(sam, seed)
     if realistic:
         make_realistic_(sam)
     sam.weights_sha256 = f"random:{variant}:seed={seed}" + ("" if realistic else ":raw")
     return sam.eval()
+
+
+def _resolve(ref: str):
+    """"module:function" inside samdeploy.models (imported on demand) -> the function."""
+    import importlib
+
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 class _nullcontext:

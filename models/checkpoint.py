@@ -39,7 +39,7 @@ from torch import nn
 
 from .._io import sha256_file
 from ..errors import CheckpointError, InputError, MissingFileError, UnsafeCheckpointError
-from .variants import VARIANTS, get_variant
+from .variants import VARIANTS, family_signatures, get_variant
 
 if TYPE_CHECKING:
     from .sam import Sam
@@ -85,30 +85,23 @@ def _vit_signature(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any
 
 
 def _foreign_family(sd: Mapping[str, torch.Tensor]) -> Detection | None:
+    """Families other than SAM-1's ViT/TinyViT layouts: the variant table's signatures (each family
+    declares the key substrings its checkpoints carry), then layouts samdeploy recognises but refuses."""
     keys = list(sd)
 
     def has(pattern: str) -> bool:
         return any(pattern in k for k in keys)
 
-    if has("sam_mask_decoder.") or has("image_encoder.trunk."):
-        v = "SAM 2.1" if "no_obj_embed_spatial" in sd else "SAM 2"
-        return _match_structure(sd, "sam2", f"a {v} (Hiera) checkpoint")
     if has("vision_encoder.") or has("shared_image_embedding"):
         return Detection("hf_transformers", None, "a Hugging Face transformers SamModel checkpoint (HF key names)")
     if has("a_interval") or has("w_interval"):
         return Detection("q_tinysam", None, "a fake-quantized (Q-TinySAM-style) model with quantizer buffers")
-    if has("mask_decoder.hf_token") or has("mask_decoder.compress_vit_feat"):
-        return _match_structure(sd, "hq_sam", "an HQ-SAM checkpoint (MaskDecoderHQ)")
-    if has("fuse_stage2."):
-        return _match_structure(sd, "edge_sam", "an EdgeSAM checkpoint (RepViT-M1 encoder)")
-    if has("features.") and has("neck."):
-        return _match_structure(sd, "repvit_sam", "a RepViT-SAM checkpoint (RepViT-M2.3 encoder)")
-    if has("backbone.stages.") and has("neck."):
-        return _match_structure(sd, "efficientvit_sam", "an EfficientViT-SAM checkpoint")
+    for family, signature in family_signatures():
+        if all(any(has(alt) for alt in p.split("|")) for p in signature):
+            first = next(v for v in VARIANTS.values() if v.family == family)
+            return _match_structure(sd, family, f"a {family} checkpoint ({first.description.split(' (')[0]})")
     if has("prompt_encoder.invalid_points") or has("final_output_upscaling_layers"):
         return Detection("efficient_sam", None, "a yformer EfficientSAM checkpoint (different decoder)")
-    if has("up_1.0.weight") and has("backbone."):
-        return _match_structure(sd, "nanosam", "a NanoSAM image-encoder checkpoint")
     return None
 
 

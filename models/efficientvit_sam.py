@@ -504,3 +504,8 @@ class EfficientViTSamImageEncoder(nn.Module):
         if not torch.jit.is_tracing() and tuple(x.shape[-3:]) != (3, self.input_size, self.input_size):
             raise ValueError(f"expected input [B,3,{self.input_size},{self.input_size}], got {list(x.shape)}")
         return self.norm(self.neck(self.backbone(x)))
+
+
+def encoder_for(variant) -> "EfficientViTSamImageEncoder":
+    """The variant table's builder hook (``Variant.builder``): encoder_args ``name`` at the variant's input size."""
+    return efficientvit_sam_encoder(variant.encoder_args["name"], input_size=variant.input_size)

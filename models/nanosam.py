@@ -115,3 +115,8 @@ class NanoSamImageEncoder(nn.Module):
 
 def nanosam_encoder(input_size: int = 1024) -> NanoSamImageEncoder:
     return NanoSamImageEncoder(img_size=input_size)
+
+
+def encoder_for(variant) -> NanoSamImageEncoder:
+    """The variant table's builder hook (``Variant.builder``)."""
+    return nanosam_encoder(variant.input_size)

@@ -347,3 +347,9 @@ def edge_sam_encoder(img_size: int = 1024) -> RepViT:
 def repvit_sam_encoder(img_size: int = 1024) -> RepViT:
     """RepViT-SAM's image encoder: RepViT-M2.3, last stage at stride 1, BN-after-sum RepVGGDW."""
     return RepViT(REPVIT_SAM_M2_3, img_size, last_stage_stride=1, post_bn_repvgg=True)
+
+
+def encoder_for(variant) -> RepViT:
+    """The variant table's builder hook (``Variant.builder``): encoder_args ``arch`` = edge_sam | repvit_sam."""
+    arch = variant.encoder_args["arch"]
+    return edge_sam_encoder(variant.input_size) if arch == "edge_sam" else repvit_sam_encoder(variant.input_size)

@@ -7,6 +7,7 @@ ONNX metadata. ``build.build_model(name)`` turns an entry into a ``Sam``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -46,6 +47,16 @@ class Variant:
     heavy: bool = False  # too big for routine CI parity runs (tests use meta tensors for it)
     interm_dim: int | None = None  # HQ-SAM: channels of the early encoder feature its decoder also reads
     sam2: bool = False  # SAM2/SAM2.1 image path: stretch + ImageNet input, 3 encoder outputs, object score
+    # Where the family's code lives, as "module:function" inside samdeploy.models (imported on demand):
+    # ``builder(variant) -> image encoder`` for families that use SAM's prompt encoder + decoder, or
+    # ``model_builder(name, device=None)`` / ``random_builder(name, seed, realistic)`` for families
+    # with their own module tree. Empty: the built-in ViT / TinyViT encoders.
+    builder: str = ""
+    model_builder: str = ""
+    random_builder: str = ""
+    # Key substrings that ALL occur in this family's checkpoints (with or without "image_encoder.";
+    # "a|b" = either): how `--model auto` recognises the family before comparing keys/shapes.
+    signature: tuple[str, ...] = ()
 
     @property
     def preprocess(self) -> Preprocess:
@@ -184,7 +195,28 @@ _TABLE = [
             params="15.8M"),
 ]
 
+# Where each family's code lives and how its checkpoints are recognised (see the Variant fields).
+_FAMILY_CODE: Mapping[str, Mapping[str, Any]] = {
+    "efficientvit_sam": dict(builder="efficientvit_sam:encoder_for", signature=("backbone.stages.", "neck.")),
+    "edge_sam": dict(builder="rep_vit:encoder_for", signature=("fuse_stage2.",)),
+    "hq_sam": dict(model_builder="hq_sam:build_hq_sam", random_builder="hq_sam:random_hq_sam", signature=("hf_token",)),
+    "sam2": dict(model_builder="sam2:build_sam2_image", random_builder="sam2:random_sam2_image", signature=("sam_mask_decoder.|trunk.",)),
+    "repvit_sam": dict(builder="rep_vit:encoder_for", signature=("features.", "neck.")),  # after edge_sam
+    "nanosam": dict(builder="nanosam:encoder_for", signature=("up_1.0.weight", "backbone.")),
+}
+_TABLE = [dataclasses.replace(v, **_FAMILY_CODE.get(v.family, {})) for v in _TABLE]
+
 VARIANTS: Mapping[str, Variant] = MappingProxyType({v.name: v for v in _TABLE})
+
+
+def family_signatures() -> list[tuple[str, tuple[str, ...]]]:
+    """(family, key substrings) in table order, for checkpoint detection (edge_sam before repvit_sam:
+    EdgeSAM's keys contain RepViT-SAM's signature too)."""
+    seen: dict[str, tuple[str, ...]] = {}
+    for v in _TABLE:
+        if v.signature and v.family not in seen:
+            seen[v.family] = v.signature
+    return list(seen.items())
 
 
 def variant_names() -> list[str]:
