@@ -68,6 +68,11 @@ DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
 DECODER_IOU, DECODER_LOW_RES_MASKS = DECODER_OUTPUTS
 
 
+# Graph names of the families with more than one encoder output / an extra decoder output.
+HQ_INTERM = "interm_embeddings"  # HQ-SAM's early ViT/TinyViT feature (channels last)
+SAM2_ENCODER_OUTPUTS = (ENCODER_OUTPUT, "high_res_feats_0", "high_res_feats_1")
+SAM2_OBJECT_SCORE = "object_score_logits"  # [B, 1]; an object is absent where it is <= 0
+
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # what every decoder takes after the encoder's outputs
 
 

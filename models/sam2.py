@@ -80,7 +80,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # on 0..1
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SAM2_OUTPUT_NAMES = ("image_embeddings", "high_res_feats_0", "high_res_feats_1")
+from ..contract import SAM2_ENCODER_OUTPUTS as SAM2_OUTPUT_NAMES  # noqa: E402  (names live in the contract)
 
 #: name -> (Hiera config key, SAM2.1?)
 SAM2_VARIANTS: dict[str, tuple[str, bool]] = {

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..contract import ENCODER_OUTPUT, ZERO_TOKEN_LABEL, Decoder, Encoder, ModelContract, Preprocess, Prompts, TensorSpec
-
-HQ_INTERM = "interm_embeddings"  # HQ-SAM's early ViT/TinyViT feature, an encoder output
+from ..contract import (ENCODER_OUTPUT, HQ_INTERM, SAM2_ENCODER_OUTPUTS as SAM2_OUTPUTS, SAM2_OBJECT_SCORE,
+                        ZERO_TOKEN_LABEL, Decoder, Encoder, ModelContract, Preprocess, Prompts, TensorSpec)
 # SAM2's image path: the 64x64 embedding (no_mem_embed added) and the two high-resolution levels
-SAM2_OUTPUTS = (ENCODER_OUTPUT, "high_res_feats_0", "high_res_feats_1")
 SAM2_SHAPES = ((256, 64, 64), (32, 256, 256), (64, 128, 128))
-SAM2_OBJECT_SCORE = "object_score_logits"  # [B, 1]; an object is absent where it is <= 0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # on 0..1 (pixel_scale 1)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 from ..errors import InputError
