@@ -40,6 +40,13 @@ that reproduce version-1 behaviour exactly:
 - ``decoder.mask_input``: whether the decoder uses ``mask_input`` at all; ``decoder.accepts_no_points``:
   the decoder graph runs with N = 0 points (a prompt of only a mask, or none, exactly as
   SamPredictor encodes it); v1 graphs need N >= 1.
+- EfficientSAM (yformer): ``prompts.max_decoder_points`` (the decoder reads a fixed number of points:
+  the graph pads/truncates, the runtime refuses prompts that would be truncated) and
+  ``decoder.mask_interpolation`` (its low-res logits are resized to the image bicubic).
+- SAM2 video (``samdeploy export --video``): the optional ``video`` section (:class:`Video`; None when
+  absent, and omitted from the JSON then, so image-only contracts serialise as before): the three video
+  graphs + constants file, their I/O names (``MEMORY_ATTENTION_INPUTS`` ... below) and SAM2VideoPredictor's
+  settings.
 
 This module is dependency-free (stdlib + optional onnx) so the device runtime can import it.
 """
@@ -72,6 +79,37 @@ DECODER_IOU, DECODER_LOW_RES_MASKS = DECODER_OUTPUTS
 HQ_INTERM = "interm_embeddings"  # HQ-SAM's early ViT/TinyViT feature (channels last)
 SAM2_ENCODER_OUTPUTS = (ENCODER_OUTPUT, "high_res_feats_0", "high_res_feats_1")
 SAM2_OBJECT_SCORE = "object_score_logits"  # [B, 1]; an object is absent where it is <= 0
+
+# SAM2 video graphs (`samdeploy export --video`; ModelContract.video). h = w = S/16, T = h*w tokens per
+# frame in raster order (index y*w + x); B objects, R memory frames, P object pointers, N points.
+#   memory_attention.onnx: image_embeddings [1,256,h,w], memory [B,R,T,64], memory_time [B,R,7],
+#       memory_valid [B,R], obj_ptrs [B,P,256], obj_ptr_tpos [B,P], obj_ptr_valid [B,P]
+#       -> conditioned_embeddings [B,256,h,w]
+#   memory_encoder.onnx: image_embeddings [1,256,h,w], mask_logits [B,1,4h,4w], object_score_logits [B,1],
+#       binarize [B] -> maskmem_features [B,T,64]
+#   track_decoder.onnx: conditioned_embeddings [B,256,h,w], high_res_feats_0 [1,32,4h,4w],
+#       high_res_feats_1 [1,64,2h,2w], point_coords [B,N,2], point_labels [B,N], mask_input [B,1,4h,4w],
+#       has_mask_input [B] -> iou_predictions [B,4], low_res_masks [B,4,4h,4w], object_score_logits [B,1],
+#       obj_ptrs [B,4,256]
+VIDEO_MEMORY = "memory"
+VIDEO_MEMORY_TIME = "memory_time"
+VIDEO_MEMORY_VALID = "memory_valid"
+VIDEO_OBJ_PTRS = "obj_ptrs"
+VIDEO_OBJ_PTR_TPOS = "obj_ptr_tpos"
+VIDEO_OBJ_PTR_VALID = "obj_ptr_valid"
+VIDEO_CONDITIONED = "conditioned_embeddings"
+VIDEO_MASK_LOGITS = "mask_logits"
+VIDEO_BINARIZE = "binarize"
+VIDEO_MASKMEM = "maskmem_features"
+MEMORY_ATTENTION_INPUTS = (ENCODER_OUTPUT, VIDEO_MEMORY, VIDEO_MEMORY_TIME, VIDEO_MEMORY_VALID, VIDEO_OBJ_PTRS,
+                           VIDEO_OBJ_PTR_TPOS, VIDEO_OBJ_PTR_VALID)
+MEMORY_ATTENTION_OUTPUTS = (VIDEO_CONDITIONED,)
+MEMORY_ENCODER_INPUTS = (ENCODER_OUTPUT, VIDEO_MASK_LOGITS, SAM2_OBJECT_SCORE, VIDEO_BINARIZE)
+MEMORY_ENCODER_OUTPUTS = (VIDEO_MASKMEM,)
+TRACK_DECODER_INPUTS = (VIDEO_CONDITIONED, *SAM2_ENCODER_OUTPUTS[1:], *DECODER_INPUTS[1:])
+TRACK_DECODER_OUTPUTS = (*DECODER_OUTPUTS, SAM2_OBJECT_SCORE, VIDEO_OBJ_PTRS)
+VIDEO_GRAPHS = ("memory_attention", "memory_encoder", "track_decoder")  # graph roles (= manifest "files" keys)
+VIDEO_CONSTANTS = "constants"  # manifest "files" key of video_constants.npz
 
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # what every decoder takes after the encoder's outputs
 
@@ -158,6 +196,9 @@ class Prompts:
     # ---- version 2 ----
     box_first: bool = False  # SAM2: the box corners come BEFORE the clicks
     pad_point_always: bool = False  # SAM2: the padding point is appended even after a box
+    # EfficientSAM: the decoder reads exactly this many points per prompt (clicks + box corners; the
+    # graph truncates longer prompts and pads shorter ones itself). None: any number.
+    max_decoder_points: int | None = None
 
     @property
     def user_labels(self) -> tuple[int, ...]:
@@ -201,6 +242,111 @@ class Decoder:
     # image) or "direct" (SAM2: resize the low-res logits straight to the image size).
     postprocess: str = "crop_upscale"
     low_res_clamp: float | None = None  # SAM2 clamps the returned low-res logits to +-32
+    # Resize of the low-res logits to the image: "bilinear" (SAM, SAM2) or "bicubic" (EfficientSAM's
+    # PyTorch model; F.interpolate(mode="bicubic", align_corners=False)).
+    mask_interpolation: str = "bilinear"
+
+
+@dataclass(frozen=True)
+class Video:
+    """SAM2 / SAM2.1 video tracking (``samdeploy export --video``): the three extra graphs, the constants
+    file and the settings of SAM2VideoPredictor (the official config + ``build_sam2_video_predictor``'s
+    overrides) a runtime needs. Graph I/O at the top of this module (``MEMORY_ATTENTION_INPUTS`` ...)."""
+
+    memory_attention_file: str = "memory_attention.onnx"
+    memory_encoder_file: str = "memory_encoder.onnx"
+    track_decoder_file: str = "track_decoder.onnx"
+    constants_file: str = "video_constants.npz"  # float32: no_mem_embed [256], no_obj_ptr [256],
+    #                                               mask_downsample_weight [1,1,4,4], mask_downsample_bias [1]
+    # graph I/O names (the same strings as the module constants)
+    attn_image: str = ENCODER_OUTPUT
+    attn_memory: str = VIDEO_MEMORY
+    attn_memory_time: str = VIDEO_MEMORY_TIME
+    attn_memory_valid: str = VIDEO_MEMORY_VALID
+    attn_obj_ptrs: str = VIDEO_OBJ_PTRS
+    attn_obj_ptr_tpos: str = VIDEO_OBJ_PTR_TPOS
+    attn_obj_ptr_valid: str = VIDEO_OBJ_PTR_VALID
+    attn_output: str = VIDEO_CONDITIONED
+    menc_image: str = ENCODER_OUTPUT
+    menc_mask: str = VIDEO_MASK_LOGITS
+    menc_object_score: str = SAM2_OBJECT_SCORE
+    menc_binarize: str = VIDEO_BINARIZE
+    menc_output: str = VIDEO_MASKMEM
+    track_conditioned: str = VIDEO_CONDITIONED
+    track_feature_inputs: tuple[str, ...] = SAM2_ENCODER_OUTPUTS[1:]  # fed from the image encoder (batch 1)
+    track_point_coords: str = DECODER_POINT_COORDS
+    track_point_labels: str = DECODER_POINT_LABELS
+    track_mask_input: str = DECODER_MASK_INPUT
+    track_has_mask_input: str = DECODER_HAS_MASK_INPUT
+    track_iou: str = DECODER_IOU
+    track_masks: str = DECODER_LOW_RES_MASKS
+    track_object_score: str = SAM2_OBJECT_SCORE
+    track_obj_ptrs: str = VIDEO_OBJ_PTRS
+    # geometry
+    image_size: int = 1024  # S (= preprocess.input_size)
+    tokens_per_frame: int = 4096  # T = (S/16)^2
+    mem_dim: int = 64
+    hidden_dim: int = 256
+    # SAM2Base / SAM2VideoPredictor settings
+    num_maskmem: int = 7  # 1 conditioning slot + the 6 previous frames; tpos index num_maskmem - t_pos - 1
+    max_obj_ptrs_in_encoder: int = 16  # SAM2Base default (min(num_frames, this) pointers, t_diff_max = that - 1)
+    memory_temporal_stride_for_eval: int = 1
+    max_cond_frames_in_attn: int = -1  # every conditioning frame is attended
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    binarize_mask_from_pts_for_mem_enc: bool = True  # build_sam2_video_predictor's override (SAM2Base: False)
+    add_tpos_enc_to_obj_ptrs: bool = True  # SAM2.1 True, SAM2.0 False (the graph then gives pointers no position)
+    proj_tpos_enc_in_obj_ptrs: bool = True  # SAM2.1 True, SAM2.0 False (inside the graph)
+    use_signed_tpos_enc_to_obj_ptrs: bool = True  # SAM2.1 True, SAM2.0 False (unused there)
+    only_obj_ptrs_in_the_past_for_eval: bool = True
+    multimask_output_in_sam: bool = True
+    multimask_output_for_tracking: bool = True
+    use_multimask_token_for_obj_ptr: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    fixed_no_obj_ptr: bool = True  # applied inside track_decoder (obj_ptrs)
+    directly_add_no_mem_embed: bool = True  # conditioning frames decode on image_embeddings as they are
+    use_mask_input_as_output_without_sam: bool = True
+    non_overlap_masks_for_mem_enc: bool = False
+    no_obj_score: float = -1024.0  # NO_OBJ_SCORE: low-res logits of an absent object
+    mask_input_clamp: float = 32.0  # SAM2VideoPredictor clamps fed-back low-res logits to +-32
+    fill_hole_area: int = 8  # build_sam2_video_predictor's override
+    memory_storage: str = "bfloat16"  # maskmem_features are stored as bfloat16 by SAM2VideoPredictor
+    mask_out_scale: float = 20.0  # _use_mask_as_output: logits = mask * 20 - 10
+    mask_out_bias: float = -10.0
+
+    def graph_inputs(self, role: str) -> tuple[str, ...]:
+        return self.graph_io(role)[0]
+
+    def graph_outputs(self, role: str) -> tuple[str, ...]:
+        return self.graph_io(role)[1]
+
+    def graph_io(self, role: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(input names, output names) of video graph ``role`` ("memory_attention" | "memory_encoder" |
+        "track_decoder")."""
+        if role == "memory_attention":
+            return ((self.attn_image, self.attn_memory, self.attn_memory_time, self.attn_memory_valid, self.attn_obj_ptrs,
+                     self.attn_obj_ptr_tpos, self.attn_obj_ptr_valid), (self.attn_output,))
+        if role == "memory_encoder":
+            return (self.menc_image, self.menc_mask, self.menc_object_score, self.menc_binarize), (self.menc_output,)
+        if role == "track_decoder":
+            return ((self.track_conditioned, *self.track_feature_inputs, self.track_point_coords, self.track_point_labels,
+                     self.track_mask_input, self.track_has_mask_input),
+                    (self.track_iou, self.track_masks, self.track_object_score, self.track_obj_ptrs))
+        raise ValueError(f"video graph role must be one of {VIDEO_GRAPHS}, got {role!r}")
+
+    @property
+    def files(self) -> dict[str, str]:
+        """manifest "files" key -> file name, for the three graphs and the constants."""
+        return {"memory_attention": self.memory_attention_file, "memory_encoder": self.memory_encoder_file,
+                "track_decoder": self.track_decoder_file, VIDEO_CONSTANTS: self.constants_file}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Video":
+        d = dict(d)
+        if isinstance(d.get("track_feature_inputs"), list):
+            d["track_feature_inputs"] = tuple(d["track_feature_inputs"])
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -218,6 +364,8 @@ class ModelContract:
     samdeploy_version: str = ""
     # Free-form provenance (torch/onnx versions, export options). Not used for compatibility.
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    # SAM2 video graphs (`samdeploy export --video`); None for image-only exports (and every older file).
+    video: Video | None = None
 
     # ---- identity ---------------------------------------------------------------------------
     @property
@@ -240,7 +388,9 @@ class ModelContract:
             return self.encoder_io
         if role == "decoder":
             return self.decoder_io
-        raise ValueError(f"graph role must be 'encoder' or 'decoder', got {role!r}")
+        if role in VIDEO_GRAPHS and self.video is not None:
+            return self.video.graph_io(role)
+        raise ValueError(f"graph role must be 'encoder' or 'decoder' (or a video graph of a --video export), got {role!r}")
 
     def embedding_shape(self, name: str) -> tuple[int, ...]:
         """Per-image shape of encoder output ``name``."""
@@ -256,7 +406,10 @@ class ModelContract:
 
     # ---- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        d = _to_jsonable(dataclasses.asdict(self))
+        if d.get("video") is None:  # image-only contracts serialise exactly as before the video section
+            d.pop("video", None)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -293,6 +446,7 @@ class ModelContract:
                 opset=int(d.get("opset", 17)),
                 samdeploy_version=str(d.get("samdeploy_version", "")),
                 provenance=dict(d.get("provenance", {})),
+                video=None if d.get("video") is None else Video.from_dict(d["video"]),
             )
         except ContractError:
             raise

@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -255,23 +255,43 @@ class _Recorder:
 
 class StatsCollector:
     """Attach recorders to ``layers``; ``run(fn)`` executes one image's forward/backward and returns
-    the statistics of the layers that ran."""
+    the statistics of the layers that ran.
 
-    def __init__(self, layers: list[QuantLayer], tokens: int, seed: int, bins: int = HIST_BINS, need_grad: bool = True):
+    ``phase`` says which exported graph the code running now belongs to (``collect_image`` sets
+    "encoder" around ``model.encode`` and "decoder" around ``model.decode``). A layer's graph is the
+    phase it ran in (``graph_of``), not its module path: SAM2's ``sam_mask_decoder.conv_s0/conv_s1``
+    live in the decoder module but run in the encoder graph. With ``phases`` given, layers are only
+    recorded while one of those phases runs (the others are not calibrated)."""
+
+    def __init__(self, layers: list[QuantLayer], tokens: int, seed: int, bins: int = HIST_BINS, need_grad: bool = True,
+                 phases: Iterable[str] | None = None):
         self.layers = layers
         self.gen = torch.Generator().manual_seed(seed)
         self.recorders = {l.name: _Recorder(l, tokens, self.gen, bins, need_grad) for l in layers}
         self.order: list[str] = []
+        self.phases = None if phases is None else tuple(phases)
+        self.phase: str | None = None
+        self.graph_of: dict[str, str] = {}
 
     def run(self, fn: Callable[[], None], seed: int) -> dict[str, LayerStats]:
         self.gen.manual_seed(seed)
         self.order = []
+        self.graph_of = {}
+        self.phase = None
         handles = []
         for layer in self.layers:
             rec = self.recorders[layer.name]
             rec.reset()
 
             def hook(module, inputs, output, rec=rec, name=layer.name):
+                if self.phases is not None and self.phase not in self.phases:
+                    return
+                phase = self.phase or rec.layer.graph
+                if self.graph_of.setdefault(name, phase) != phase:
+                    raise CalibrationError(
+                        f"{name} runs in both the {self.graph_of[name]} and the {phase} graph",
+                        hint="exclude it (--exclude) or calibrate one graph only (--graphs encoder)",
+                    )
                 if name not in self.order:
                     self.order.append(name)
                 rec(module, inputs, output)
@@ -293,6 +313,10 @@ class ImageStats:
     loss: float
     out_grad_rms: float  # rms of dL/d(mask logits) * (#masks), see check_gradients
     prompts: int
+    graphs: dict[str, str] = field(default_factory=dict)  # layer -> graph it ran in ("encoder" | "decoder")
+    # encoder output name -> (sum of (dL/d feature)^2, number of elements): how much of the task-loss
+    # gradient enters the encoder through each feature the decoder consumes
+    feature_grad: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -301,6 +325,8 @@ class ImageStats:
             "loss": self.loss,
             "out_grad_rms": self.out_grad_rms,
             "prompts": self.prompts,
+            "graphs": dict(self.graphs),
+            "feature_grad": {k: [float(v[0]), int(v[1])] for k, v in self.feature_grad.items()},
         }
 
     @classmethod
@@ -311,7 +337,13 @@ class ImageStats:
             loss=float(d["loss"]),
             out_grad_rms=float(d["out_grad_rms"]),
             prompts=int(d["prompts"]),
+            graphs={str(k): str(v) for k, v in d.get("graphs", {}).items()},
+            feature_grad={str(k): (float(v[0]), int(v[1])) for k, v in d.get("feature_grad", {}).items()},
         )
+
+
+def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 def collect_image(
@@ -323,31 +355,70 @@ def collect_image(
     tokens: tuple[int, ...],
     loss_fn: Callable | None,
     seed: int,
+    output_names: Sequence[str] | None = None,
+    decoder_inputs: Sequence[str] | None = None,
+    mask_side: int | None = None,
 ) -> ImageStats:
     """Run ``model.encode`` (+ ``model.decode`` on every prompt batch and backward from ``loss_fn``
-    when it is given) under the collector."""
+    when it is given) under the collector.
+
+    ``model.encode`` may return several features (HQ-SAM: 2, SAM2: 3): ``output_names`` names them in
+    order (the contract's ``encoder.outputs``) and ``decoder_inputs`` says which ones ``model.decode``
+    takes, in its argument order (``decoder.embedding_inputs``); both default to "the one output".
+    ``mask_side`` is the decoder's mask-input side (default: the model's prompt encoder's). The task
+    loss is taken at the decoder outputs and back-propagated through the decoder, so every feature the
+    decoder consumes gets dL/d(feature) -- each feature is weighted by how much the masks and IoU
+    predictions actually depend on it (``ImageStats.feature_grad`` records the split)."""
     out: dict[str, Any] = {"loss": 0.0, "out_grad_sq": 0.0, "out_numel": 0, "masks": 0}
+    feature_grad: dict[str, list[float]] = {}
     gen = torch.Generator().manual_seed(seed + 1)
 
     def step() -> None:
         with torch.enable_grad():
             img = torch.from_numpy(np.ascontiguousarray(image_input)).float()
             if loss_fn is None:
+                collector.phase = "encoder"
                 with torch.no_grad():
                     model.encode(img)
                 return
             img.requires_grad_(True)  # parameters are frozen: make the graph reach the layers
-            emb = model.encode(img)
+            collector.phase = "encoder"
+            feats = _as_tuple(model.encode(img))
+            names = list(output_names) if output_names is not None else [f"output_{i}" for i in range(len(feats))]
+            if len(names) != len(feats):
+                raise CalibrationError(f"the model's encoder returns {len(feats)} tensors, the contract names {len(names)}",
+                                       hint="re-export the model with this samdeploy version")
+            by_name = dict(zip(names, feats))
+            consumed = list(decoder_inputs) if decoder_inputs is not None else names[:1]
+            for n in consumed:
+                if n not in by_name:
+                    raise CalibrationError(f"the decoder consumes {n!r}, which the encoder does not return ({names})")
+                acc = feature_grad.setdefault(n, [0.0, 0])
+
+                def fhook(g: torch.Tensor, acc=acc) -> None:
+                    acc[0] += float(g.double().pow(2).sum())
+                    acc[1] += g.numel()
+
+                if by_name[n].requires_grad:
+                    by_name[n].register_hook(fhook)
+            if mask_side is not None:
+                side = int(mask_side)
+            else:
+                pe = getattr(model, "prompt_encoder", None) or getattr(model, "sam_prompt_encoder")
+                side = int(pe.mask_input_size[0])
+            collector.phase = "decoder"
             total = 0.0
             for pb in prompt_batches:
                 coords = torch.from_numpy(pb.coords)
                 labels = torch.from_numpy(pb.labels)
                 b = coords.shape[0]
-                side = int(model.prompt_encoder.mask_input_size[0])
                 mask_in = torch.zeros(b, 1, side, side)
                 has = torch.zeros(b)
-                iou, masks = model.decode(emb, coords, labels, mask_in, has)
-                iou, masks = iou[:, list(tokens)], masks[:, list(tokens)]
+                # extra outputs (SAM2's object score) are not in the loss: the image predictor does not
+                # use them for masks; the gate reports how they move
+                iou, masks, *_ = model.decode(*(by_name[n] for n in consumed), coords, labels, mask_in, has)
+                # HQ-SAM: the HQ mask token (4) has no IoU prediction of its own
+                iou, masks = iou[:, [t for t in tokens if t < iou.shape[1]]], masks[:, list(tokens)]
 
                 def mhook(g: torch.Tensor, n: int = masks.shape[0] * masks.shape[1]) -> None:
                     # scale-free: a unit per-mask loss gives per-pixel gradients of order 1/(#masks)
@@ -361,9 +432,35 @@ def collect_image(
             total.backward()
             out["loss"] = float(total.detach())
 
-    stats = collector.run(step, seed)
+    try:
+        stats = collector.run(step, seed)
+    finally:
+        collector.phase = None
     rms = float(np.sqrt(out["out_grad_sq"] / out["out_numel"])) if out["out_numel"] else 0.0
-    return ImageStats(layers=stats, order=list(collector.order), loss=out["loss"], out_grad_rms=rms, prompts=out["masks"])
+    return ImageStats(layers=stats, order=list(collector.order), loss=out["loss"], out_grad_rms=rms, prompts=out["masks"],
+                      graphs=dict(collector.graph_of),
+                      feature_grad={k: (float(v[0]), int(v[1])) for k, v in feature_grad.items()})
+
+
+def feature_gradients(images: list[ImageStats]) -> dict[str, dict[str, float]]:
+    """Per consumed encoder output: rms of dL/d(feature) and its share of the total sum of squares
+    (the share of the Fisher weight that enters the encoder through that feature). Raises when one
+    the decoder consumes gets no gradient at all (its layers would be calibrated on noise)."""
+    sq: dict[str, float] = {}
+    n: dict[str, int] = {}
+    for im in images:
+        for k, (s, c) in im.feature_grad.items():
+            sq[k] = sq.get(k, 0.0) + s
+            n[k] = n.get(k, 0) + c
+    total = sum(sq.values())
+    dead = [k for k, v in sq.items() if not (np.isfinite(v) and v > 0.0)]
+    if dead:
+        raise CalibrationError(
+            f"the task-loss gradient at the encoder output(s) {', '.join(dead)} is zero/non-finite",
+            hint="the decoder does not depend on these features; check the model and the contract's decoder.embedding_inputs",
+        )
+    return {k: {"grad_rms": float(np.sqrt(sq[k] / max(n[k], 1))), "grad_sq_share": float(sq[k] / total) if total else 0.0,
+                "elements_per_image": int(n[k] // max(len(images), 1))} for k in sq}
 
 
 # ---- gradient sanity --------------------------------------------------------------------------------

@@ -27,10 +27,14 @@ import torch
 from torch import nn
 
 #: attribute prefixes of the Sam modules quantized in each exported graph (the prompt encoder stays
-#: float: its mask-downscaling convs only see work with a mask input, ptq.md §6.3)
+#: float: its mask-downscaling convs only see work with a mask input, ptq.md §6.3). SAM2 names its
+#: decoder ``sam_mask_decoder``. The prefix is only the first guess: the calibration pipeline takes a
+#: layer's graph from the call it runs in (``collect.StatsCollector.graph_of``) -- SAM2's
+#: ``sam_mask_decoder.conv_s0/conv_s1`` belong to the decoder module but run in the encoder graph
+#: (``Sam2Image.encode`` returns their outputs as high_res_feats_0/1).
 GRAPH_PREFIXES = {
     "encoder": ("image_encoder.",),
-    "decoder": ("mask_decoder.",),
+    "decoder": ("mask_decoder.", "sam_mask_decoder."),
 }
 
 

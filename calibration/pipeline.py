@@ -72,7 +72,7 @@ CALIBRATION_JSON = "calibration.json"
 REPORT_MD = "calibration_report.md"
 FORMAT = "samdeploy.calibration/1"
 #: bump when statistics or search change meaning (invalidates the on-disk caches)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: layer graphs by call, encoder-output gradients (multi-output encoders)
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,9 @@ class CalibrationResult:
     report: str = ""
     gate_problems: list[str] = field(default_factory=list)
     mixed: dict[str, Any] | None = None
+    # consumed encoder output -> rms of dL/d(feature) and share of the task-loss gradient's sum of squares
+    feature_gradients: dict[str, dict[str, float]] = field(default_factory=dict)
+    int8_graphs: tuple[str, ...] = ("encoder",)  # graphs written as INT8 (the others stay the FP32 files)
 
 
 def peak_rss_mb() -> float:
@@ -230,13 +233,12 @@ def calibrate(
         torch.set_num_threads(int(settings.threads))
     run = _Run(model_dir, settings, checkpoint, random_seed, trust_pickle, say, progress)
     contract = run.contract
-    if len(contract.decoder.embedding_inputs) != 1:
-        from ..errors import ContractError
-
+    missing = [n for n in contract.decoder.embedding_inputs if n not in contract.encoder.output_names]
+    if missing:
         raise ContractError(
-            f"{contract.family}/{contract.variant}: calibration drives decoders that consume one encoder output; "
-            f"this one consumes {list(contract.decoder.embedding_inputs)}",
-            hint="INT8 calibration of multi-feature families (HQ-SAM, SAM2) is not implemented yet",
+            f"{contract.family}/{contract.variant}: the decoder consumes {missing}, which the encoder does not output "
+            f"({list(contract.encoder.output_names)})",
+            hint="re-export the model with `samdeploy export`",
         )
     if run.random_weights:
         say("note: random weights -- accuracy numbers measure INT8 perturbation of a random network, "
@@ -256,7 +258,10 @@ def calibrate(
 
     # ---- statistics -------------------------------------------------------------------------------------
     model = L.prepare_model(run.sam)
-    all_layers = L.find_layers(model, settings.graphs)
+    # every weighted layer of the encoder and decoder modules; the collector records the ones that run
+    # in the graphs being calibrated and tells which graph each ran in (SAM2's conv_s0/conv_s1 are
+    # decoder modules that the encoder graph runs)
+    all_layers = L.find_layers(model, tuple(L.GRAPH_PREFIXES))
     need_grad = settings.method == "hessian" or compare_methods or auto_mixed_precision
     t0 = time.perf_counter()
     stats, order, image_info, per_image = _collect(run, model, all_layers, calib_images, need_grad, cache_dir)
@@ -265,8 +270,11 @@ def calibrate(
     ran = [by_name[n] for n in order]
     for i, l in enumerate(ran):
         l.order = i
+        l.graph = per_image[0].graphs.get(l.name, l.graph)
     grad_rms: dict[str, float] = {}
+    feature_grads: dict[str, dict[str, float]] = {}
     if need_grad:
+        feature_grads = C.feature_gradients(per_image)
         # decoder layers that never reach the mask/IoU outputs (dead branches) simply stay float
         dead = [n for n in order if by_name[n].graph == "decoder" and sum(im.layers[n].g_sq for im in per_image) == 0.0]
         if dead:
@@ -381,6 +389,8 @@ def calibrate(
             timings=run.timings,
             gate_problems=problems,
             mixed=mixed_info,
+            feature_gradients=feature_grads,
+            int8_graphs=tuple(final_models),
         )
         run.timings["total"] = time.perf_counter() - t_start
         result.peak_rss_mb = peak_rss_mb()
@@ -419,7 +429,7 @@ def _collect(run: _Run, model, layers, images: Mapping[str, np.ndarray], need_gr
     )
     root = None if cache_dir is None else (C.default_cache_root() if cache_dir == "default" else Path(cache_dir))
     cache = C.StatsCache(root, key)
-    collector = C.StatsCollector(layers, s.tokens_per_image, s.seed, need_grad=need_grad)
+    collector = C.StatsCollector(layers, s.tokens_per_image, s.seed, need_grad=need_grad, phases=s.graphs)
     loss_fn = losses.LOSSES[s.loss] if need_grad else None
     per_image: list[C.ImageStats] = []
     info = []
@@ -435,7 +445,8 @@ def _collect(run: _Run, model, layers, images: Mapping[str, np.ndarray], need_gr
             rng = np.random.default_rng(seed)
             batches = P.sample_prompts(rng, hw, s.prompts_per_image)
             valid = P.low_res_valid(hw, contract.frame_size, dec.low_res_size)
-            st = C.collect_image(model, collector, x, batches, valid, tokens, loss_fn, seed)
+            st = C.collect_image(model, collector, x, batches, valid, tokens, loss_fn, seed,
+                                 output_names=contract.encoder.output_names, decoder_inputs=dec.embedding_inputs)
             cache.put(sha, st)
         per_image.append(st)
         bar.set_postfix_str(f"cached {cache.hits}" if cache.hits else "")
@@ -445,7 +456,7 @@ def _collect(run: _Run, model, layers, images: Mapping[str, np.ndarray], need_gr
     run.cache_key = key
     order = list(per_image[0].order)
     for st in per_image[1:]:
-        if list(st.order) != order:
+        if list(st.order) != order or st.graphs != per_image[0].graphs:
             raise CalibrationError("the model called its layers in a different order on different images",
                                    hint="data-dependent control flow is not supported by calibration")
     merged = {name: C.merge_stats([st.layers[name] for st in per_image]) for name in order}
@@ -535,12 +546,19 @@ def _speed(fp_path, fp_model, int8_model, mixed_model, images, contract, workdir
 
 
 # ---- outputs -------------------------------------------------------------------------------------------------
-def int8_contract(contract: ModelContract, settings: CalibrationSettings, method: str) -> ModelContract:
-    """Same model_id; provenance notes the precision and the calibration."""
+def graph_precisions(int8_graphs) -> dict[str, str]:
+    """{"encoder": "int8", "decoder": "fp32"}: what each graph of the output directory runs in."""
+    return {role: "int8" if role in tuple(int8_graphs) else "fp32" for role in GRAPH_FILES}
+
+
+def int8_contract(contract: ModelContract, settings: CalibrationSettings, method: str,
+                  int8_graphs: tuple[str, ...] | None = None) -> ModelContract:
+    """Same model_id; provenance notes the precision and the calibration (and which graphs stay FP32)."""
     prov = dict(contract.provenance)
     prov["precision"] = "int8"
     prov["calibration"] = {"method": method, "samdeploy": __version__, "format": FORMAT,
-                           "graphs": list(settings.graphs), "target": settings.target}
+                           "graphs": list(settings.graphs), "target": settings.target,
+                           "precision": graph_precisions(settings.graphs if int8_graphs is None else int8_graphs)}
     return dataclasses.replace(contract, provenance=prov)
 
 
@@ -556,7 +574,7 @@ def _write_outputs(run: _Run, out: Path, models, doc: dict, result: CalibrationR
     with_manifest = out / MANIFEST_NAME
     if with_manifest.exists():
         with_manifest.unlink()  # no manifest = not a finished output while we write
-    contract = int8_contract(run.contract, run.settings, result.method)
+    contract = int8_contract(run.contract, run.settings, result.method, tuple(models))
     written: list[Path] = []
     files: dict[str, Any] = {}
     for role in ("encoder", "decoder"):
@@ -599,7 +617,8 @@ def _write_outputs(run: _Run, out: Path, models, doc: dict, result: CalibrationR
         "precision": "int8",
         "contract": contract.to_dict(),
         "files": files,
-        "calibration": {"file": CALIBRATION_JSON, "method": result.method, "from": str(run.model_dir.resolve())},
+        "calibration": {"file": CALIBRATION_JSON, "method": result.method, "from": str(run.model_dir.resolve()),
+                        "precision": graph_precisions(tuple(models))},
     })
     write_json_atomic(out / MANIFEST_NAME, manifest)
     written.append(out / MANIFEST_NAME)
@@ -628,6 +647,14 @@ def _calibration_json(run: _Run, result: CalibrationResult, layers, stats, node_
         if l.name in grad_rms:
             entry["grad_rms"] = grad_rms[l.name]
         lay[l.name] = entry
+    contract = run.contract
+    consumed = set(contract.decoder.embedding_inputs)
+    cos = result.metrics.output_cosine if result.metrics is not None else {}
+    outputs = [{"name": o.name, "shape": list(o.shape), "consumed_by_decoder": o.name in consumed,
+                **result.feature_gradients.get(o.name, {}),
+                **({"cosine_mean": cos[o.name]["mean"], "cosine_min": cos[o.name]["min"]} if o.name in cos else {})}
+               for o in contract.encoder.outputs]
+    precision = graph_precisions(result.int8_graphs)
     return {
         "format": FORMAT,
         "model_id": run.contract.model_id,
@@ -646,7 +673,14 @@ def _calibration_json(run: _Run, result: CalibrationResult, layers, stats, node_
                                          f"{ORT_CPU_CONV_MIN_MACS_PER_ACTIVATION} MACs per activation element")
             + " (dedicated Q/DQ per consumer)"
             + (", Conv outputs" if run.settings.conv_output_quant or run.settings.target == "ort-cpu" else ""),
+            "precision": precision,
+            "float_ops": "LayerNormalization, Softmax, GELU (Erf), attention MatMuls (activation x activation), "
+                         "MaxPool, residual Adds, Resize/Reshape/Transpose run in float",
         },
+        "encoder_outputs": outputs,
+        "loss": {"name": run.settings.loss, "at": "decoder outputs (mask logits of the calibrated tokens + IoU predictions), "
+                 "back-propagated through the FP32 decoder into every encoder output it consumes",
+                 "decoder_extra_outputs_in_loss": False},
         "layers": lay,
         "kept_float": result.kept_float,
         "metrics": {m: (r.metrics.to_json() if r.metrics else None) for m, r in result.methods.items()},
@@ -676,7 +710,9 @@ def _jsonable(x):
 
 
 def results_table(result: CalibrationResult) -> str:
-    lines = ["| method | mean IoU | p5 IoU | min IoU | mask logit rel err | emb cosine | |dIoU-pred| mean | Hessian err | search s |",
+    multi = len(result.metrics.output_cosine) > 1 if result.metrics is not None else False
+    emb = "emb cosine (worst output)" if multi else "emb cosine"
+    lines = [f"| method | mean IoU | p5 IoU | min IoU | mask logit rel err | {emb} | |dIoU-pred| mean | Hessian err | search s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for m, r in result.methods.items():
         e = r.metrics
@@ -704,6 +740,10 @@ def _report_md(run: _Run, result: CalibrationResult, doc: dict) -> str:
         f"({s.eval_grid}x{s.eval_grid} clicks + {s.eval_boxes} boxes each)",
         f"- gate: mean IoU >= {s.gate.mean_iou}, p5 IoU >= {s.gate.p5_iou} -> "
         + ("**PASSED**" if not result.gate_problems else "**FAILED**: " + "; ".join(result.gate_problems)),
+        "- graphs: " + ", ".join(f"{role} **{prec.upper()}**" for role, prec in doc["quantization"]["precision"].items())
+        + ("" if "decoder" in result.int8_graphs else
+           " (the decoder is not quantized: the INT8 directory ships the FP32 decoder.onnx, and the gate runs it "
+           "on the INT8 encoder's outputs)"),
         f"- quantized layers: {len(result.layers)}; kept in float: {len(result.kept_float)}"
         + (f" ({', '.join(result.kept_float[:8])}{' ...' if len(result.kept_float) > 8 else ''})" if result.kept_float else ""),
         "- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()) + f"; peak RSS {result.peak_rss_mb:.0f} MB",
@@ -713,9 +753,29 @@ def _report_md(run: _Run, result: CalibrationResult, doc: dict) -> str:
         results_table(result),
         "",
         "Mask IoU: thresholded low-res masks (all mask tokens the contract uses) of the FP32 decoder on the FP32 "
-        "embedding vs the decoder on the INT8 embedding. Hessian err: sum over layers of the Hessian-weighted output "
+        "encoder's outputs vs the decoder on the INT8 encoder's outputs (every output the decoder consumes comes from "
+        "the INT8 encoder). Hessian err: sum over layers of the Hessian-weighted output "
         "error sum (g * (O - O_hat))^2 on the calibration samples (lower is better; what the search minimises).",
     ]
+    lines += ["", "## Encoder outputs", "",
+              "| output | shape | decoder input | share of the task-loss gradient (sum g^2) | rms dL/d feature | cosine FP32 vs INT8 mean | min |",
+              "|---|---|---|---|---|---|---|"]
+    for o in doc["encoder_outputs"]:
+        share = f"{o['grad_sq_share']:.3f}" if "grad_sq_share" in o else "-"
+        rms = f"{o['grad_rms']:.3g}" if "grad_rms" in o else "-"
+        cm = f"{o['cosine_mean']:.5f}" if "cosine_mean" in o else "-"
+        cn = f"{o['cosine_min']:.5f}" if "cosine_min" in o else "-"
+        lines.append(f"| `{o['name']}` | {'x'.join(map(str, o['shape']))} | {'yes' if o['consumed_by_decoder'] else 'no'} | "
+                     f"{share} | {rms} | {cm} | {cn} |")
+    lines += ["",
+              "The Hessian weights g = dL/dO come from one task loss on the decoder outputs (`" + s.loss + "`), "
+              "back-propagated through the FP32 decoder into every encoder output it consumes: each output is weighted "
+              "by how much the masks and IoU predictions depend on it, and a layer feeding several outputs gets the "
+              "sum of their contributions (the chain rule), with no hand-set per-output weights."]
+    extra = result.metrics.extra_output_max_abs if result.metrics is not None else {}
+    if extra:
+        lines.append("Decoder extra outputs (not in the loss, not gated): " + ", ".join(
+            f"`{n}` max |FP32 - INT8| {v:.3f}" for n, v in extra.items()) + ".")
     if result.mixed:
         mx = result.mixed
         lines += ["", "## Mixed precision", "",

@@ -15,6 +15,20 @@ ONNX Runtime on x86 (§3b):
   may be given an *output* scale (``LayerScales.out``): ORT's CPU provider only runs Conv in INT8
   (QLinearConv) when the Conv output is quantized too.
 
+The same rules cover multi-output encoders (SAM2's Hiera + FPN neck, HQ-SAM): Hiera's Linear layers
+(qkv, attention proj, MLP, the stage-transition ``proj`` on the shortcut) are MatMuls on 4-D
+channels-last windows with an [in, out] weight (axis 1); where one LayerNorm output feeds two Linear
+layers (qkv and the shortcut ``proj`` of the first block of a stage) each gets its own Q/DQ pair. The
+patch embedding, the FPN neck's 1x1 convs and SAM2's ``conv_s0``/``conv_s1`` are Convs (axis 0); a neck
+conv whose only consumer is ``conv_s0``/``conv_s1`` therefore ends in that conv's input Q (a valid
+Conv -> Q -> DQ -> Conv chain both runtimes fuse). Everything else stays float, as ptq.md §3 advises
+for TensorRT (ModelOpt leaves MHA cores and LayerNorm unquantized) and as ORT's CPU provider has no
+INT8 kernel for: LayerNormalization, Softmax, GELU (Erf), the attention MatMuls (activation x
+activation, also the q-pooled ones), the q-pooling MaxPool (a data-movement op both runtimes
+propagate Q/DQ across; its input is a float Linear output here), the residual Adds, the nearest-x2
+top-down fusion and the constant positional-embedding product (a MatMul with a constant weight that
+belongs to no layer, so it is never matched).
+
 PyTorch modules are matched to ONNX nodes **by weight value** (node names change between exporters
 and the TorchScript exporter renames transposed MatMul weights ``onnx::MatMul_NNN``): a node belongs
 to a layer when its weight, brought to the PyTorch layout, equals the layer's (BN-folded) weight to

@@ -38,6 +38,7 @@ _RANDOM_WEIGHTS_NOTES = {
     "everything": "the decoder's IoU and stability scores are noise, so few or no masks pass the filters; "
                   "the pipeline is real",
     "stream": "masks are meaningless and box tracking may grow to the whole frame; the pipeline is real",
+    "track": "masks and object scores are meaningless; the pipeline is real",
 }
 
 

@@ -88,8 +88,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"warning: {warning}")
     first_dir = args.inputs[0] if os.path.isdir(args.inputs[0]) else os.path.dirname(os.path.abspath(args.inputs[0]))
     out = args.out or os.path.join(first_dir, f"engines-{args.precision}")
-    plans = [plan_build(found[g], out, options, major) for g in graphs]
+    from ..trt.known_issues import parse_trt_version
+
+    plans = [plan_build(found[g], out, options, major, parse_trt_version(env.tensorrt)) for g in graphs]
     print(f"TensorRT {env.tensorrt or f'{major}.x (planned, not installed)'}; GPU {env.gpu_name or 'not present'}")
+    for plan in plans:
+        for issue in plan.known_issues:  # known TensorRT miscompiles: the build goes on, the user is told
+            print(f"warning: {plan.role}: {issue['message']}\n  remedy: {issue['remedy']}")
     for plan in plans:
         print(f"\n{plan.role}: {plan.source_onnx} -> {plan.engine_path}")
         print(f"  precision {plan.precision}, path {plan.build_path}, FP32 layers kept: {len(plan.fp32_layers)}")

@@ -3,6 +3,8 @@
 Segment everything in one image on the exported runtime (never imports torch):
 
 * default: SAM's automatic mask generator (point grid, IoU/stability filters, box NMS, optional crops);
+  SAM2 / SAM2.1 models get SAM2AutomaticMaskGenerator's defaults and options (``--use-m2m``,
+  ``--no-multimask``, ``--mask-threshold``);
 * ``--hierarchical``: TinySAM's two-round strategy (sparse grid first, dense round skips covered points);
 * ``--boxes FILE.json``: MobileSAMv2 style, one mask per detector box.
 
@@ -36,11 +38,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--points-per-batch", type=int, default=64, help="prompts per generator batch (default 64)")
     g.add_argument("--max-batch", type=int, default=None,
                    help="most prompts per decoder graph run (default: the Predictor's; raise it on a GPU)")
-    g.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks with predicted IoU > this (0.88)")
+    g.add_argument("--pred-iou-thresh", type=float, default=None,
+                   help="keep masks with predicted IoU > this (default: the model family's, 0.88; SAM2 0.8)")
     g.add_argument("--stability-score-thresh", type=float, default=0.95,
                    help="keep masks with stability >= this, in [0, 1]; 0 = no stability filter (0.95)")
     g.add_argument("--stability-score-offset", type=float, default=1.0,
                    help="logit offset of the stability score, >= 0 (1.0)")
+    g.add_argument("--mask-threshold", type=float, default=None,
+                   help="logit threshold of the masks and of the stability score (default: the model's, 0.0)")
+    g.add_argument("--no-multimask", dest="multimask_output", action="store_false",
+                   help="one mask per grid point instead of three (SAM2's multimask_output=False; SAM2 models "
+                        "answer with the dynamic single mask)")
+    g.add_argument("--use-m2m", action="store_true",
+                   help="SAM2's mask-to-mask refinement: decode every mask once more with its point and its "
+                        "low-res logits as mask input (about 4x the decoder prompts)")
     g.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU above which duplicates are dropped (0.7)")
     g.add_argument("--crop-n-layers", type=int, default=0, help="extra crop layers; layer i has (2^i)^2 crops (0)")
     g.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box NMS threshold across crops (0.7)")
@@ -48,7 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
                    help="points per side in crop layer i = points_per_side / factor^i (1)")
     g.add_argument("--min-mask-region-area", type=int, default=0,
-                   help="fill holes / drop islands smaller than this many pixels (0 = off)")
+                   help="fill holes / drop islands smaller than this many pixels (0 = off); SAM2 models do it "
+                        "as SAM2 does, in the 256x256 low-res logits (see --small-region-mode)")
+    g.add_argument("--small-region-mode", choices=("sam", "sam2"), default=None,
+                   help="how --min-mask-region-area cleans masks: 'sam' (final masks, then NMS) or 'sam2' "
+                        "(low-res logits before upscaling); default: the model family's")
     g.add_argument("--hierarchical", action="store_true",
                    help="TinySAM hierarchical mode: sparse points_per_side//4 grid first, then dense points "
                         "outside confidently segmented areas (about half the prompts)")
@@ -147,6 +162,8 @@ def _check_params(args: argparse.Namespace) -> None:
                              f"(got {value})")
     for flag, value in (("--pred-iou-thresh", args.pred_iou_thresh), ("--box-nms-thresh", args.box_nms_thresh),
                         ("--crop-nms-thresh", args.crop_nms_thresh), ("--crop-overlap-ratio", args.crop_overlap_ratio)):
+        if value is None:  # the model family's default
+            continue
         if not np.isfinite(value) or not 0.0 <= value <= 1.0:
             raise InputError(f"{flag} must be in [0, 1] (got {value})",
                              hint="IoU thresholds and ratios are fractions; a threshold above 1 keeps no mask")
@@ -159,9 +176,9 @@ def _check_params(args: argparse.Namespace) -> None:
     if not np.isfinite(off) or off < 0.0:
         raise InputError(f"--stability-score-offset must be >= 0 (got {off})",
                          hint="it is the logit margin around the mask threshold (SAM's default 1.0)")
-    for name in ("high_score_thresh", "border_snap"):  # the fractions were range-checked above
+    for name in ("high_score_thresh", "border_snap", "mask_threshold"):  # the fractions were range-checked above
         v = getattr(args, name)
-        if not np.isfinite(v):
+        if v is not None and not np.isfinite(v):
             raise InputError(f"--{name.replace('_', '-')} must be a finite number (got {v})")
 
 
@@ -200,6 +217,10 @@ def run(args: argparse.Namespace) -> int:
         pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=args.stability_score_thresh,
         stability_score_offset=args.stability_score_offset,
+        mask_threshold=args.mask_threshold,
+        multimask_output=args.multimask_output,
+        use_m2m=args.use_m2m,
+        small_region_mode=args.small_region_mode,
         box_nms_thresh=args.box_nms_thresh,
         crop_n_layers=args.crop_n_layers,
         crop_nms_thresh=args.crop_nms_thresh,
@@ -223,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
     progress, close_bar = _progress_bar(show_bar)
     try:
         gen = MaskGenerator(pred, output_mode="coco_rle", **params)
+        # masks.json records the values in effect (family defaults resolved), not the unset flags.
+        params.update({k: v for k, v in gen.options.items() if k in params})
         if boxes is not None:
             records = gen.generate_from_boxes(image, boxes, progress=progress)
         else:
@@ -293,6 +316,10 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(identity_lines(identity, "everything")))
     print(f"image    {args.image}  {image.shape[1]}x{image.shape[0]}")
     print(f"mode     {mode}" + (f" ({len(boxes)} boxes from {args.boxes})" if boxes is not None else ""))
+    if boxes is None:
+        flags = [f for f, on in (("single mask", not params["multimask_output"]), ("m2m", params["use_m2m"])) if on]
+        print(f"filters  predicted IoU > {params['pred_iou_thresh']:g}, stability >= {params['stability_score_thresh']:g}, "
+              f"mask threshold {params['mask_threshold']:g}" + (f" ({', '.join(flags)})" if flags else ""))
     print(f"prompts  {stats['prompts']} decoder prompts in {stats['decoder_calls']} call(s), "
           f"{stats['encoder_calls']} encoder call(s)")
     for i, rd in enumerate(stats["rounds"]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 HELP = "export encoder/decoder ONNX + manifest from a checkpoint (or --random-weights)"
@@ -28,12 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="static encoder batch size (default 1) or 'dynamic'")
     out.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
                      help="store weights in <file>.onnx.data: auto = only above ~1.8 GB (ViT-H), always, never")
+    sam2 = p.add_argument_group("SAM2 / SAM2.1")
+    sam2.add_argument("--video", action="store_true",
+                      help="also export the video-tracking graphs (memory_attention, memory_encoder, track_decoder "
+                           ".onnx) and video_constants.npz for `samdeploy track`")
+    sam2.add_argument("--image-size", type=int, default=None, metavar="S",
+                      help="encoder input S x S (multiple of 32; default 1024): prompt frame S, low-res masks S/4")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..export.exporter import ExportOptions, export_model
-    from ..export.source import load_source, resolve_source, resolved
+    from ..export.source import check_image_size, load_source, resolve_source, resolved
 
     graphs = tuple(g.strip() for g in args.graphs.split(",") if g.strip())
     if str(args.encoder_batch).lower() == "dynamic":
@@ -44,11 +51,19 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise InputError(f"--encoder-batch must be a number or 'dynamic', not {args.encoder_batch!r}") from None
     options = ExportOptions(graphs=graphs, opset=args.opset, encoder_batch=encoder_batch,
-                            external_data=args.external_data)
+                            external_data=args.external_data, video=bool(args.video))
     options.validate()  # before the (slow) model load
+    if args.image_size is not None:
+        check_image_size(args.image_size, args.model)
+    if args.video and args.model not in (None, "", "auto"):
+        _check_video_model(args.model)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise InputError(f"--out {args.out} is a file, not a directory", hint="pass a directory path")
     src = resolve_source(args.model, args.checkpoint, args.random_weights, args.seed, args.trust_pickle)
+    if args.video:
+        _check_video_model(src.variant)
+    if args.image_size is not None:
+        src = dataclasses.replace(src, image_size=int(args.image_size))
     print(f"samdeploy export: loading {src.describe()} ...", flush=True)
     notes: list[str] = []
     sam = load_source(src, notes)
@@ -59,3 +74,14 @@ def run(args: argparse.Namespace) -> int:
     for line in result.summary_lines():
         print(line)
     return 0
+
+
+def _check_video_model(variant: str) -> None:
+    """--video with a variant that is known not to be SAM2: refused before anything is loaded."""
+    from ..errors import InputError
+    from ..models.variants import VARIANTS
+
+    v = VARIANTS.get(variant)
+    if v is not None and not v.sam2:
+        raise InputError(f"--video is only for SAM2 / SAM2.1 models, not {variant} ({v.family})",
+                         hint="use --model sam2.1_hiera_t (or another sam2*_hiera_* variant), or drop --video")

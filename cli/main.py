@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "predict": "samdeploy.cli.predict_cmd",
     "everything": "samdeploy.cli.everything_cmd",
     "stream": "samdeploy.cli.stream_cmd",
+    "track": "samdeploy.cli.track_cmd",
     "bench": "samdeploy.cli.bench_cmd",
     "models": "samdeploy.cli.models_cmd",
 }
@@ -44,6 +45,7 @@ SUMMARIES: dict[str, str] = {
     "predict": "segment an image from point/box prompts; writes overlay PNG + masks",
     "everything": "segment everything (grid or TinySAM hierarchical); overlay PNG + COCO RLE JSON",
     "stream": "segment a video file / camera / RTSP stream frame by frame",
+    "track": "track objects through a video / camera / RTSP stream with a SAM2 video export",
     "bench": "latency benchmark: encoder, decoder per prompt across batch sizes, pre/post",
     "models": "list the checkpoint registry / download a checkpoint",
 }

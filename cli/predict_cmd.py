@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     g = p.add_argument_group("prompts")
     g.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
-                   help="a click in image pixels; LABEL 1 = foreground (default), 0 = background. Repeatable")
+                   help="a click in image pixels; LABEL 1 = foreground (default), 0 = background, -2 = EdgeSAM zero token. Repeatable")
     g.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1",
                    help="a box in image pixels. Repeatable: several boxes = batched prompts, one mask each")
     g.add_argument("--score", default=None, choices=["iou_head", "stability", "sigmoid"],
@@ -70,9 +70,11 @@ def build_prompts(points: list[str], boxes: list[str]):
     coords, labels = [], []
     for s in points:
         v = parse_floats(s, (2, 3), "--point")
-        if len(v) == 3 and v[2] not in (0.0, 1.0):
-            raise InputError(f"--point {s!r}: label {v[2]:g} is not 0 or 1",
-                             hint="write --point X,Y,1 for foreground (the default) or --point X,Y,0 for background")
+        # -2 is EdgeSAM's "zero token" label; the Predictor refuses it for models whose contract lacks it
+        if len(v) == 3 and v[2] not in (0.0, 1.0, -2.0):
+            raise InputError(f"--point {s!r}: label {v[2]:g} is not 0, 1 or -2",
+                             hint="write --point X,Y,1 for foreground (the default), --point X,Y,0 for background, "
+                             "or --point X,Y,-2 for EdgeSAM's zero-token label")
         coords.append(v[:2])
         labels.append(v[2] if len(v) == 3 else 1.0)
     bxs = [parse_floats(s, (4,), "--box") for s in boxes]

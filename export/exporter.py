@@ -30,7 +30,7 @@ import onnx
 import torch
 
 from .. import __version__, _io
-from ..contract import ModelContract, metadata_props
+from ..contract import VIDEO_CONSTANTS, VIDEO_GRAPHS, ModelContract, Video, metadata_props
 from ..errors import ExportError, InputError
 from . import graph_checks, onnx_io, wrappers
 from .manifest import MANIFEST_NAME, build_manifest, file_entry, write_manifest
@@ -38,7 +38,7 @@ from .source import ModelSource
 
 GRAPHS = ("encoder", "decoder")
 MIN_OPSET = 17
-FILE_NAMES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+FILE_NAMES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", **Video().files}  # + the --video files
 STAGING_PREFIX = _io.EXPORT_STAGING_PREFIX
 STALE_STAGING_SECONDS = 3600.0  # staging dirs without a pid in the name (older samdeploy)
 
@@ -50,6 +50,12 @@ class ExportOptions:
     encoder_batch: int | None = 1  # None: dynamic batch axis
     external_data: str = "auto"  # "auto" | "always" | "never"
     external_data_threshold: int = onnx_io.DEFAULT_EXTERNAL_DATA_THRESHOLD  # bytes of weights, for "auto"
+    video: bool = False  # SAM2: also memory_attention / memory_encoder / track_decoder.onnx + video_constants.npz
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The graphs to export, in order."""
+        return tuple(g for g in GRAPHS if g in self.graphs) + (VIDEO_GRAPHS if self.video else ())
 
     def validate(self) -> None:
         bad = [g for g in self.graphs if g not in GRAPHS]
@@ -74,6 +80,7 @@ class ExportOptions:
             "opset": self.opset,
             "encoder_batch": "dynamic" if self.encoder_batch is None else self.encoder_batch,
             "constant_folding": True,
+            **({"video_graphs": True} if self.video else {}),
         }
 
 
@@ -95,6 +102,7 @@ class ExportResult:
     contract: ModelContract
     source: ModelSource
     graphs: dict[str, GraphResult] = field(default_factory=dict)
+    constants: onnx_io.SavedFile | None = None  # video_constants.npz (--video)
     manifest_path: Path | None = None
     seconds: float = 0.0
 
@@ -115,6 +123,8 @@ class ExportResult:
             for f in g.files:
                 lines.append(f"wrote     {f.path}  {_human(f.size)}  sha256 {f.sha256[:16]}")
             lines.append(f"          {g.role}: {shapes}  ({sum(g.op_counts.values())} nodes, {g.export_seconds:.1f} s)")
+        if self.constants is not None:
+            lines.append(f"wrote     {self.constants.path}  {_human(self.constants.size)}  sha256 {self.constants.sha256[:16]}")
         if self.manifest_path:
             lines.append(f"wrote     {self.manifest_path}")
         lines.append(f"done in {self.seconds:.1f} s")
@@ -224,7 +234,13 @@ def export_model(
     say = log or (lambda s: None)
     if not getattr(sam, "weights_sha256", ""):
         raise ExportError("the model has no weights hash", hint="build it with random_model() or load_checkpoint()")
-    contract = sam.make_contract(**options.provenance())
+    if options.video and not callable(getattr(sam, "video_contract", None)):
+        raise InputError(
+            f"--video needs a SAM2 / SAM2.1 model; {getattr(sam, 'variant', '?')} has no memory (video) modules",
+            hint="use --model sam2.1_hiera_t (or another sam2*_hiera_* variant), or drop --video",
+        )
+    extra = {"video": True} if options.video else {}
+    contract = sam.make_contract(**extra, **options.provenance())
     contract = _with_opset(contract, options.opset)
     result = ExportResult(out_dir=out_dir, contract=contract, source=source)
 
@@ -242,9 +258,7 @@ def export_model(
     try:
         protos: dict[str, tuple[onnx.ModelProto, graph_checks.GraphReport, float]] = {}
         with torch.no_grad():
-            for role in GRAPHS:
-                if role not in options.graphs:
-                    continue
+            for role in options.roles:
                 say(f"exporting {role} ...")
                 t0 = time.perf_counter()
                 module, args, (names_in, names_out, axes) = _graph_spec(sam, role, contract, options)
@@ -273,11 +287,20 @@ def export_model(
                 export_seconds=seconds,
                 external_data=external,
             )
+        files_entries = {role: file_entry(g, out_dir) for role, g in result.graphs.items()}
+        if options.video:  # the constants the tracker needs besides the graphs, hashed like them
+            name = contract.video.constants_file
+            arrays = wrappers.video_constants(sam)
+            saved = _save_npz(new_dir / name, arrays)
+            staged[VIDEO_CONSTANTS] = [saved]
+            result.constants = onnx_io.SavedFile(out_dir / name, saved.sha256, saved.size)
+            files_entries[VIDEO_CONSTANTS] = {"path": name, "sha256": saved.sha256, "size": saved.size,
+                                              "arrays": {k: list(a.shape) for k, a in sorted(arrays.items())}}
         result.seconds = time.perf_counter() - t_start
         manifest = build_manifest(
             contract=contract,
             source=source,
-            files={role: file_entry(g, out_dir) for role, g in result.graphs.items()},
+            files=files_entries,
             options=_options_dict(options),
             export_seconds=result.seconds,
         )
@@ -295,6 +318,8 @@ def _with_opset(contract: ModelContract, opset: int) -> ModelContract:
 
 
 def _graph_spec(sam, role: str, contract: ModelContract, options: ExportOptions):
+    if role in VIDEO_GRAPHS:
+        return wrappers.video_graph(sam, role), wrappers.video_example(sam, role), wrappers.video_io(contract, role)
     if role == "encoder":
         batch = options.encoder_batch or 2  # dynamic: trace with 2 so nothing specialises on 1
         return (
@@ -336,9 +361,10 @@ def _swap_in(out_dir: Path, staging: Path, staged: dict[str, list[Any]], manifes
     backup = staging / "old"
     backup.mkdir()
     names = [MANIFEST_NAME]
-    for role in staged:
-        name = FILE_NAMES[role]
-        names += [name, name + ".data"]  # a previous external-data file must not outlive its graph
+    # a previous external-data file must not outlive its graph; nor previous video files an export
+    # without --video (its manifest does not list them)
+    for name in dict.fromkeys([*(FILE_NAMES[role] for role in staged), *Video().files.values()]):
+        names += [name, name + ".data"]
     moved_old: list[str] = []
     placed: list[str] = []
     try:
@@ -406,6 +432,22 @@ def remove_stale_staging(out_dir: str | os.PathLike, max_age: float = STALE_STAG
     return removed
 
 
+def _save_npz(path: Path, arrays: dict[str, Any]) -> onnx_io.SavedFile:
+    """An uncompressed .npz (what ``numpy.load`` reads) with fixed zip timestamps: byte-deterministic."""
+    import zipfile
+
+    import numpy as np
+
+    with _io.atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for key in sorted(arrays):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.ascontiguousarray(arrays[key], dtype=np.float32), allow_pickle=False)
+    return onnx_io.SavedFile(path, _io.sha256_file(path), path.stat().st_size)
+
+
 def _options_dict(options: ExportOptions) -> dict[str, Any]:
     return {
         "graphs": list(options.graphs),
@@ -413,4 +455,5 @@ def _options_dict(options: ExportOptions) -> dict[str, Any]:
         "encoder_batch": "dynamic" if options.encoder_batch is None else options.encoder_batch,
         "external_data": options.external_data,
         "external_data_threshold": options.external_data_threshold,
+        **({"video": True} if options.video else {}),
     }

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT
+from ..contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, VIDEO_GRAPHS
 
 FORBIDDEN_OPS = ("OneHot", "Tile")
 
@@ -127,7 +127,8 @@ def check_graph(model: onnx.ModelProto, role: str, contract=None) -> GraphReport
             )
     for name, hits in inputs_used_as_shapes(model).items():
         report.problems.append(f"input {name!r} is used as a shape tensor: {', '.join(hits[:3])}")
-    if role in EXPECTED_IO:
+    video = getattr(contract, "video", None)
+    if role in EXPECTED_IO or (video is not None and role in VIDEO_GRAPHS):
         want_in, want_out = contract.graph_io(role) if contract is not None else EXPECTED_IO[role]
         got_in = tuple(i.name for i in inputs)
         got_out = tuple(o.name for o in graph.output)

@@ -24,16 +24,22 @@ class ModelSource:
     seed: int | None = None  # random
     realistic: bool = True  # random: decoder output layers rescaled to +-20 logits (models.init)
     trust_pickle: bool = False
+    image_size: int | None = None  # SAM2: S x S encoder input (None: the variant's default, 1024)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelSource":
-        fields = {k: d[k] for k in ("kind", "variant", "checkpoint", "registry_name", "seed", "realistic", "trust_pickle") if k in d}
+        fields = {k: d[k] for k in ("kind", "variant", "checkpoint", "registry_name", "seed", "realistic", "trust_pickle",
+                                          "image_size") if k in d}
         return cls(**fields)
 
     def describe(self) -> str:
+        at = f" at {self.image_size}x{self.image_size}" if self.image_size else ""
+        return self._describe() + at
+
+    def _describe(self) -> str:
         if self.kind == "random":
             return f"random weights ({self.variant}, seed {self.seed}{'' if self.realistic else ', raw'})"
         if self.kind == "registry":
@@ -132,7 +138,33 @@ def load_source(src: ModelSource, notes: list[str] | None = None):
                 hint="check the import's own probe (printed by `samdeploy import`), or export from a checkpoint",
             )
         raise InputError(f"unknown model source kind {src.kind!r} in the manifest", hint="re-export the model")
+    if src.image_size is not None:
+        sam = with_image_size(sam, int(src.image_size))
     return sam.eval()
+
+
+def check_image_size(size: int, variant: str | None = None) -> int:
+    """``--image-size``: SAM2 / SAM2.1 only, a multiple of 32 in 256..4096 (Hiera's stride-32 stage and
+    8x8 window position embedding; the memory encoder's stride 16)."""
+    if variant not in (None, "", "auto"):
+        from ..models.variants import get_variant
+
+        if not get_variant(variant).sam2:
+            raise InputError(f"--image-size is only for SAM2 / SAM2.1 models, not {variant}",
+                             hint="drop --image-size (the encoder input of this family is fixed)")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 256 or size > 4096 or size % 32:
+        raise InputError(f"--image-size must be a multiple of 32 in 256..4096, got {size!r}",
+                         hint="e.g. --image-size 512 or 1024 (the default)")
+    return size
+
+
+def with_image_size(sam, size: int):
+    """A SAM2 model rebuilt for S x S inputs (same weights); other families are refused."""
+    check_image_size(size)
+    if not callable(getattr(sam, "with_image_size", None)):
+        raise InputError(f"--image-size is only for SAM2 / SAM2.1 models, not {getattr(sam, 'variant', '?')}",
+                         hint="drop --image-size (the encoder input of this family is fixed)")
+    return sam.with_image_size(size)
 
 
 def resolved(src: ModelSource, sam) -> ModelSource:

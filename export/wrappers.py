@@ -84,3 +84,50 @@ def decoder_io(contract) -> tuple[list[str], list[str], dict[str, dict[int, str]
         **{name: per_prompt for name in outs},
     }
     return list(ins), list(outs), axes
+
+
+# ---- SAM2 video graphs (`samdeploy export --video`) ----------------------------------------------------
+OBJECT_AXIS = "num_objects"
+MEMORY_AXIS = "num_memories"
+POINTER_AXIS = "num_pointers"
+
+
+def video_graph(sam: nn.Module, role: str) -> nn.Module:
+    """The traced module of video graph ``role`` (``models.sam2_video``)."""
+    from ..models import sam2_video
+
+    cls = {"memory_attention": sam2_video.MemoryAttentionGraph, "memory_encoder": sam2_video.MemoryEncoderGraph,
+           "track_decoder": sam2_video.TrackDecoderGraph}[role]
+    return cls(sam)
+
+
+def video_example(sam: nn.Module, role: str) -> tuple[Tensor, ...]:
+    from ..models.sam2_video import video_examples
+
+    return video_examples(sam, role)
+
+
+def video_io(contract, role: str) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    """Names (from ``contract.video``) and dynamic axes of video graph ``role``: objects B everywhere
+    except the image encoder's outputs (batch 1), memories R, pointers P, points N."""
+    v = contract.video
+    ins, outs = v.graph_io(role)
+    obj = {0: OBJECT_AXIS}
+    if role == "memory_attention":
+        mem, ptr = {0: OBJECT_AXIS, 1: MEMORY_AXIS}, {0: OBJECT_AXIS, 1: POINTER_AXIS}
+        axes = {v.attn_memory: mem, v.attn_memory_time: mem, v.attn_memory_valid: mem, v.attn_obj_ptrs: ptr,
+                v.attn_obj_ptr_tpos: ptr, v.attn_obj_ptr_valid: ptr, v.attn_output: obj}
+    elif role == "memory_encoder":
+        axes = {v.menc_mask: obj, v.menc_object_score: obj, v.menc_binarize: obj, v.menc_output: obj}
+    else:
+        per_point = {0: OBJECT_AXIS, 1: POINT_AXIS}
+        axes = {v.track_conditioned: obj, v.track_point_coords: per_point, v.track_point_labels: per_point,
+                v.track_mask_input: obj, v.track_has_mask_input: obj, **{name: obj for name in outs}}
+    return list(ins), list(outs), axes
+
+
+def video_constants(sam: nn.Module) -> dict:
+    """video_constants.npz's arrays (float32 NumPy)."""
+    from ..models.sam2_video import video_constants as constants
+
+    return constants(sam)

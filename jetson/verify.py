@@ -4,9 +4,19 @@
 For every photograph (scikit-image samples unless --image is given) and prompt (one click, two
 clicks, a box, a box + click):
 
-* encoder: the engine's image embedding vs ONNX Runtime CPU (cosine, relative L2, max abs);
-* decoder: both decoders get the *reference* embedding, so decoder error is measured on its own:
-  mask IoU of the thresholded low-res logits per token, IoU-prediction max abs difference.
+* encoder: EVERY encoder output the decoder consumes (SAM-1: ``image_embeddings``; SAM2: also
+  ``high_res_feats_0`` / ``high_res_feats_1``; HQ-SAM: ``interm_embeddings``) vs ONNX Runtime CPU
+  (cosine, relative L2, max abs), each gated by ``embedding_cosine``;
+* decoder: both decoders get the *reference* encoder outputs, so decoder error is measured on its
+  own: mask IoU of the thresholded low-res logits of the multimask tokens AND of the single-mask
+  answer, IoU-prediction max abs difference, and every extra decoder output of the contract
+  (SAM2: ``object_score_logits``, gated by ``extra_output_max_abs``; the object-present sign is
+  reported too).
+
+Known TensorRT miscompiles recorded in the engine manifests (``known_issues``, e.g. the SAM2 mask
+decoder on TensorRT < 10.9 / JetPack 6) are printed first and copied into the report: a failing
+gate next to such an entry is that bug, not noise. The comparison itself
+(:func:`compare_features`, :func:`compare_decoder`, :func:`verify`) needs no GPU.
 
 Metrics come from ``samdeploy.check.metrics`` and their limits from ``samdeploy.check.thresholds``
 (the same registry ``samdeploy check`` and the calibration gate read; ``--threshold NAME=VALUE``
@@ -26,10 +36,12 @@ import sys
 import numpy as np
 
 from samdeploy.check.thresholds import PRECISIONS, select_thresholds
+from samdeploy.contract import ENCODER_OUTPUT, SAM2_OBJECT_SCORE
 
 # What this script gates, by registry name (check/thresholds.py holds the limits; None = not gated):
-# min embedding cosine, min mean mask IoU, min worst mask IoU, max IoU-prediction difference.
-GATED = ("embedding_cosine", "mask_iou_mean", "mask_iou_min", "iou_pred_max_abs")
+# min cosine of every encoder output, min mean mask IoU, min worst mask IoU, max IoU-prediction
+# difference, max difference of the decoder's extra outputs (SAM2 object-score logits).
+GATED = ("embedding_cosine", "mask_iou_mean", "mask_iou_min", "iou_pred_max_abs", "extra_output_max_abs")
 
 
 def gates(precision: str, overrides=None) -> dict:
@@ -49,6 +61,119 @@ def prompts_for(h: int, w: int) -> list[dict]:
         {"name": "box + click", "box": np.array([w * 0.2, h * 0.2, w * 0.8, h * 0.8]),
          "point_coords": np.array([[cx, cy]]), "point_labels": np.array([1])},
     ]
+
+
+# ---- the comparison (no GPU, no TensorRT) ------------------------------------------------------------
+def compare_features(ref: dict, cand: dict, limits: dict, where: str = "") -> tuple[dict, list[str]]:
+    """Every encoder output by name: ``{name: embedding_metrics}`` and the failures of the
+    ``embedding_cosine`` gate. A missing or differently shaped candidate output is a failure."""
+    from samdeploy.check import metrics
+
+    cos_min = limits.get("embedding_cosine")
+    out: dict = {}
+    failures: list[str] = []
+    for name, r in ref.items():
+        c = cand.get(name)
+        if c is None or np.shape(c) != np.shape(r):
+            failures.append(f"{where}encoder output {name}: candidate has {None if c is None else np.shape(c)}, "
+                            f"reference {np.shape(r)}")
+            continue
+        m = metrics.embedding_metrics(np.asarray(r), np.asarray(c))
+        out[name] = m
+        if cos_min is not None and not m["cosine"] >= cos_min:  # `not >=`: a NaN cosine fails
+            failures.append(f"{where}{name}: cosine {m['cosine']:.5f} < {cos_min}")
+    return out, failures
+
+
+def decoder_outputs(pred, prompt: dict) -> dict:
+    """What a user gets for ``prompt``: the multimask answer, the single-mask answer (SAM2: dynamic
+    stability selection) and the contract's extra decoder outputs of the call."""
+    kw = {k: v for k, v in prompt.items() if k != "name"}
+    _, s_multi, low_multi = pred.predict(multimask_output=True, **kw)
+    extra = {k: np.asarray(v).copy() for k, v in getattr(pred, "extra_outputs", {}).items()}
+    _, s_single, low_single = pred.predict(multimask_output=False, **kw)
+    return {"scores": np.concatenate([s_multi, s_single]), "low_res": np.concatenate([low_multi, low_single]),
+            "extra": extra, "tokens": ["multi"] * len(s_multi) + ["single"] * len(s_single)}
+
+
+def compare_decoder(ref: dict, cand: dict, limits: dict, where: str = "") -> tuple[dict, list[str]]:
+    """One prompt's :func:`decoder_outputs`, reference vs candidate: mask IoU per returned mask,
+    IoU-prediction and extra-output max abs differences; the failures of the per-prompt gates
+    (``iou_pred_max_abs``, ``extra_output_max_abs``; the IoU gates apply over all prompts)."""
+    from samdeploy.check import metrics
+
+    dm = metrics.decoder_metrics(ref["scores"][None], ref["low_res"][None], cand["scores"][None], cand["low_res"][None])
+    row = {"mask_iou": np.asarray(dm["mask_iou"]).ravel().tolist(), "iou_pred_max_abs": float(dm["iou_pred_max_abs"]),
+           "mask_logit_rel_l2": float(dm["mask_logit_rel_l2"]), "extra": {}}
+    failures: list[str] = []
+    iou_pred_max = limits.get("iou_pred_max_abs")
+    if iou_pred_max is not None and not row["iou_pred_max_abs"] <= iou_pred_max:
+        failures.append(f"{where}IoU-prediction diff {row['iou_pred_max_abs']:.4f} > {iou_pred_max}")
+    extra_max = limits.get("extra_output_max_abs")
+    for name, r in ref["extra"].items():
+        c = cand["extra"].get(name)
+        if c is None or np.shape(c) != np.shape(r):
+            failures.append(f"{where}{name}: candidate has {None if c is None else np.shape(c)}, reference {np.shape(r)}")
+            continue
+        diff = metrics.max_abs_error(np.asarray(r), np.asarray(c))
+        entry = {"max_abs": float(diff), "ref": np.asarray(r).ravel().tolist(), "cand": np.asarray(c).ravel().tolist()}
+        if name == SAM2_OBJECT_SCORE:  # > 0: object present (SAM2); report whether the decision agrees
+            entry["object_present_agree"] = bool(np.array_equal(np.asarray(r) > 0, np.asarray(c) > 0))
+        row["extra"][name] = entry
+        if extra_max is not None and not diff <= extra_max:
+            failures.append(f"{where}{name} diff {diff:.4f} > {extra_max}")
+    return row, failures
+
+
+def verify(ref, cand, photos: dict, limits: dict, log=print) -> dict:
+    """Run both predictors (any backends) over ``photos`` x :func:`prompts_for` and gate them.
+    Returns the report (``passed``, ``failures``, ``rows``, ``encoder``)."""
+    rows, ious, failures, encoder = [], [], [], {}
+    iou_mean_min, iou_worst_min = limits.get("mask_iou_mean"), limits.get("mask_iou_min")
+    for name, img in photos.items():
+        ref.set_image(img)
+        cand.set_image(img)
+        ref_feats = ref.get_image_features()
+        feats, fails = compare_features(ref_feats, cand.get_image_features(), limits, where=f"{name}: ")
+        encoder[name] = feats
+        failures += fails
+        cand.set_image_embedding(ref_feats, img.shape[:2])  # decoder measured on its own
+        for pr in prompts_for(*img.shape[:2]):
+            row, fails = compare_decoder(decoder_outputs(ref, pr), decoder_outputs(cand, pr), limits,
+                                         where=f"{name} / {pr['name']}: ")
+            failures += fails
+            ious.extend(row["mask_iou"])
+            rows.append({"image": name, "prompt": pr["name"], "embedding": feats.get(ENCODER_OUTPUT, {}), **row})
+            cos = min((m["cosine"] for m in feats.values()), default=float("nan"))
+            extra = "".join(f"  {k} diff {v['max_abs']:.4f}" for k, v in row["extra"].items())
+            log(f"{name:18s} {pr['name']:12s} min cos {cos:.5f}  mask IoU min {min(row['mask_iou']):.4f}  "
+                f"iou-pred diff {row['iou_pred_max_abs']:.4f}{extra}")
+    mean_iou = float(np.mean(ious)) if ious else float("nan")
+    worst = float(np.min(ious)) if ious else float("nan")
+    if iou_mean_min is not None and not mean_iou >= iou_mean_min:
+        failures.append(f"mean mask IoU {mean_iou:.4f} < {iou_mean_min}")
+    if iou_worst_min is not None and not worst >= iou_worst_min:
+        failures.append(f"worst mask IoU {worst:.4f} < {iou_worst_min}")
+    return {"mean_mask_iou": mean_iou, "worst_mask_iou": worst, "encoder": encoder, "rows": rows,
+            "failures": failures, "passed": not failures}
+
+
+def manifest_known_issues(engine_dir: str) -> list[dict]:
+    """``known_issues`` of every engine manifest (``*.engine.json``) in ``engine_dir``."""
+    import glob
+    import os
+
+    found = []
+    for path in sorted(glob.glob(os.path.join(engine_dir, "*.engine.json"))):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            continue
+        for issue in data.get("known_issues") or []:
+            found.append({**issue, "engine": os.path.basename(path)[: -len(".json")],
+                          "built_with": (data.get("environment") or {}).get("tensorrt")})
+    return found
 
 
 def main(argv=None) -> int:
@@ -72,10 +197,13 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from samdeploy.check import metrics
     from samdeploy.images import default_photographs, load_image
     from samdeploy.runtime.predictor import Predictor
 
+    issues = manifest_known_issues(args.engine_dir)
+    for issue in issues:
+        print(f"known issue ({issue['engine']}, TensorRT {issue.get('built_with') or '?'}): {issue['message']}\n"
+              f"  remedy: {issue['remedy']}")
     ref = Predictor(args.onnx_dir, backend="onnxruntime")
     cand = Predictor(args.engine_dir, backend=args.candidate_backend)
     precision = args.precision
@@ -87,45 +215,25 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cos_min, iou_mean_min, iou_worst_min, iou_pred_max = (limits[k] for k in GATED)
     photos = {p: load_image(p) for p in args.image} if args.image else dict(list(default_photographs().items())[: args.max_images])
 
-    rows, ious, failures = [], [], []
-    for name, img in photos.items():
-        ref.set_image(img)
-        cand.set_image(img)
-        emb = metrics.embedding_metrics(ref.get_image_embedding(), cand.get_image_embedding())
-        if cos_min is not None and emb["cosine"] < cos_min:
-            failures.append(f"{name}: embedding cosine {emb['cosine']:.5f} < {cos_min}")
-        cand.set_image_embedding(ref.get_image_embedding(), img.shape[:2])  # decoder measured on its own
-        for pr in prompts_for(*img.shape[:2]):
-            kw = {k: v for k, v in pr.items() if k != "name"}
-            _, s_ref, low_ref = ref.predict(multimask_output=True, **kw)
-            _, s_out, low_out = cand.predict(multimask_output=True, **kw)
-            dm = metrics.decoder_metrics(s_ref[None], low_ref[None], s_out[None], low_out[None])
-            iou = np.asarray(dm["mask_iou"]).ravel()
-            ious.extend(iou.tolist())
-            if iou_pred_max is not None and dm["iou_pred_max_abs"] > iou_pred_max:
-                failures.append(f"{name} / {pr['name']}: IoU-prediction diff {dm['iou_pred_max_abs']:.4f} > {iou_pred_max}")
-            rows.append({"image": name, "prompt": pr["name"], "embedding": emb, "mask_iou": iou.tolist(),
-                         "iou_pred_max_abs": dm["iou_pred_max_abs"]})
-            print(f"{name:18s} {pr['name']:12s} cos {emb['cosine']:.5f}  mask IoU min {iou.min():.4f}  "
-                  f"iou-pred diff {dm['iou_pred_max_abs']:.4f}")
-    mean_iou, worst = float(np.mean(ious)), float(np.min(ious))
-    if iou_mean_min is not None and mean_iou < iou_mean_min:
-        failures.append(f"mean mask IoU {mean_iou:.4f} < {iou_mean_min}")
-    if iou_worst_min is not None and worst < iou_worst_min:
-        failures.append(f"worst mask IoU {worst:.4f} < {iou_worst_min}")
-    report = {"precision": precision, "thresholds": limits, "mean_mask_iou": mean_iou, "worst_mask_iou": worst, "rows": rows,
-              "failures": failures, "candidate": cand.model.describe(), "passed": not failures}
+    try:
+        report = verify(ref, cand, photos, limits)
+        report = {"precision": precision, "thresholds": limits, **report, "known_issues": issues,
+                  "candidate": cand.model.describe()}
+    finally:
+        ref.close()
+        cand.close()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2, default=float)
-    print(f"\n{precision}: mean mask IoU {mean_iou:.4f}, worst {worst:.4f} -> {'PASS' if not failures else 'FAIL'}")
+    failures = report["failures"]
+    print(f"\n{precision}: mean mask IoU {report['mean_mask_iou']:.4f}, worst {report['worst_mask_iou']:.4f} -> "
+          f"{'PASS' if not failures else 'FAIL'}")
     for f in failures:
         print("  " + f)
-    ref.close() if hasattr(ref, "close") else None
-    cand.close() if hasattr(cand, "close") else None
+    if failures and issues:
+        print("  (the engine manifest names a known TensorRT miscompile above: see its remedy)")
     return 0 if not failures else 1
 
 

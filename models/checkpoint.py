@@ -101,7 +101,8 @@ def _foreign_family(sd: Mapping[str, torch.Tensor]) -> Detection | None:
             first = next(v for v in VARIANTS.values() if v.family == family)
             return _match_structure(sd, family, f"a {family} checkpoint ({first.description.split(' (')[0]})")
     if has("prompt_encoder.invalid_points") or has("final_output_upscaling_layers"):
-        return Detection("efficient_sam", None, "a yformer EfficientSAM checkpoint (different decoder)")
+        return Detection("efficient_sam", None, "a partial yformer EfficientSAM state_dict (prompt encoder / mask "
+                         "decoder keys without its image encoder)")
     return None
 
 

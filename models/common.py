@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d", "MLPBlock", "MLP"]
+__all__ = ["Conv2d_BN", "LayerNorm2d", "MLPBlock", "MLP"]
 
 
 class LayerNorm2d(nn.Module):
@@ -59,3 +59,25 @@ class MLP(nn.Module):
             if i < last:
                 x = F.relu(x)
         return x
+
+
+class Conv2d_BN(nn.Sequential):  # noqa: N801 - official name (TinyViT, RepViT), keys `.c` and `.bn`
+    """Convolution without bias followed by BatchNorm (kept as modules; exporters fold the BN).
+    ``padding=None`` pads ``(kernel_size - 1) // 2`` (RepViT's convention; TinyViT passes it)."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int | None = None,
+        groups: int = 1,
+        bn_weight_init: float = 1.0,
+    ) -> None:
+        super().__init__()
+        pad = (kernel_size - 1) // 2 if padding is None else padding
+        self.c = nn.Conv2d(in_chans, out_chans, kernel_size, stride, pad, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_chans)
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.zeros_(self.bn.bias)

@@ -178,6 +178,23 @@ REGISTRY: dict[str, Checkpoint] = {
             notes="also attached to the THU-MIG/RepViT GitHub release v1.0",
         ),
         Checkpoint(
+            "efficient_sam_vitt", "efficient_sam", "efficient_sam_vitt", "efficient_sam_vitt.pt",
+            "https://github.com/yformer/EfficientSAM/raw/main/weights/efficient_sam_vitt.pt",
+            size=41_000_290,  # a third-party copy's LFS pointer (models.md 3.8 [S], as for mobile_sam); no published hash
+            sha256=None, md5=None,
+            license="Apache-2.0", source="yformer/EfficientSAM",
+            page="https://github.com/yformer/EfficientSAM/tree/main/weights",
+            notes='committed in the EfficientSAM git repository; {"model": state_dict}',
+        ),
+        Checkpoint(
+            "efficient_sam_vits", "efficient_sam", "efficient_sam_vits", "efficient_sam_vits.pt", None,
+            size=None, sha256=None, md5=None,  # unzipped 105,759,624 B (models.md 3.8 [S])
+            license="Apache-2.0", source="yformer/EfficientSAM",
+            page="https://github.com/yformer/EfficientSAM/tree/main/weights",
+            notes="stored zipped in git (weights/efficient_sam_vits.pt.zip, the file is > 100 MB): download and "
+            "unzip it by hand, then pass --checkpoint efficient_sam_vits.pt",
+        ),
+        Checkpoint(
             "nanosam", "nanosam", "nanosam", "resnet18_image_encoder.onnx", None,
             size=None, sha256=None, md5=None,  # Google Drive links in the README; sizes unknown (models.md [U])
             license="Apache-2.0", source="NVIDIA-AI-IOT/nanosam", page="https://github.com/NVIDIA-AI-IOT/nanosam#readme",

@@ -1,14 +1,23 @@
 """SAM2 / SAM2.1 (facebookresearch/sam2), the IMAGE path, written for export, with the official keys.
 
 ``Sam2Image`` holds every key of the official checkpoints (``torch.load(f)["model"]``, strict), so
-the official files load with ``load_state_dict(strict=True)``; the video modules (memory attention,
-memory encoder, object-pointer projections, temporal encodings, ``mask_downsample``) are parameter
-holders with the official names and shapes that the image path does not use.
+the official files load with ``load_state_dict(strict=True)``. The video modules (``memory_attention``,
+``memory_encoder``: ``models/sam2_video.py``; object-pointer projections, temporal encodings,
+``mask_downsample``) are real modules: ``samdeploy export --video`` exports them as the three video graphs
+(``sam2_video.MemoryAttentionGraph`` / ``MemoryEncoderGraph`` / ``TrackDecoderGraph`` = :meth:`Sam2Image.track_decode`).
+
+Image size: ``image_size=S`` (a multiple of 32, default 1024; the official ``++model.image_size=S``)
+changes the encoder input, the prompt frame (S), the low-res masks (S/4) and the embeddings (S/16); the
+weights do not depend on S (``with_image_size``). The shapes below are for S = 1024.
 
 Public API::
 
-    build_sam2_image(name, device=None) -> Sam2Image          (device="meta" allocates nothing)
-    random_sam2_image(name, seed=0, realistic=True) -> Sam2Image
+    build_sam2_image(name, device=None, image_size=1024) -> Sam2Image   (device="meta" allocates nothing)
+    random_sam2_image(name, seed=0, realistic=True, image_size=1024) -> Sam2Image
+    Sam2Image.with_image_size(S) -> Sam2Image (same weights)
+    Sam2Image.track_decode(conditioned_embeddings [B,256,64,64], high_res_feats_0/1 [1,...], prompts as decode)
+        -> (iou_predictions, low_res_masks, object_score_logits, obj_ptrs [B,4,256])
+    Sam2Image.make_contract(video=False), Sam2Image.video_contract() -> contract.Video
     Sam2Image.encode(image [B,3,1024,1024] RGB 0..255, stretched to 1024x1024, no padding)
         -> (image_embeddings [B,256,64,64]   (the 64x64 FPN level + no_mem_embed, as set_image does),
             high_res_feats_0 [B,32,256,256]   (sam_mask_decoder.conv_s0 of the 256x256 level),
@@ -63,6 +72,7 @@ from .hiera import HIERA_CONFIGS, Sam2ImageEncoder
 from .factored_decoder import factored_two_way
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
+from .sam2_video import MemoryAttention, MemoryEncoder, check_image_size
 from .transformer import TwoWayTransformer
 
 __all__ = [
@@ -128,87 +138,21 @@ class Sam2MaskDecoder(MaskDecoder):
         return iou, masks, obj
 
 
-# ---- video-module parameter holders (names and shapes of the official modules; never run) ----------
-class _RoPEAttentionHolder(nn.Module):
-    def __init__(self, dim: int = 256, kv_in_dim: int = 256) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(kv_in_dim, dim)
-        self.v_proj = nn.Linear(kv_in_dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-
-class _MemoryAttentionLayerHolder(nn.Module):
-    def __init__(self, d_model: int = 256, mem_dim: int = 64, ffn: int = 2048) -> None:
-        super().__init__()
-        self.self_attn = _RoPEAttentionHolder(d_model)
-        self.cross_attn_image = _RoPEAttentionHolder(d_model, mem_dim)
-        self.linear1 = nn.Linear(d_model, ffn)
-        self.linear2 = nn.Linear(ffn, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-
-
-class MemoryAttentionHolder(nn.Module):
-    """``memory_attention``: 4 layers (RoPE self-attention, cross-attention to 64-d memories, FFN 2048)."""
-
-    def __init__(self, d_model: int = 256, num_layers: int = 4) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(_MemoryAttentionLayerHolder(d_model) for _ in range(num_layers))
-        self.norm = nn.LayerNorm(d_model)
-
-
-class _MaskDownSamplerHolder(nn.Module):
-    def __init__(self, embed_dim: int = 256) -> None:
-        super().__init__()
-        chans = [1, 4, 16, 64, 256]
-        mods: list[nn.Module] = []
-        for cin, cout in zip(chans[:-1], chans[1:]):
-            mods += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), LayerNorm2d(cout), nn.GELU()]
-        mods.append(nn.Conv2d(chans[-1], embed_dim, 1))
-        self.encoder = nn.Sequential(*mods)  # indices 0..12 as in the official MaskDownSampler
-
-
-class _CXBlockHolder(nn.Module):
-    def __init__(self, dim: int = 256) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
-        self.norm = LayerNorm2d(dim)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
-
-
-class _FuserHolder(nn.Module):
-    def __init__(self, dim: int = 256, num_layers: int = 2) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(_CXBlockHolder(dim) for _ in range(num_layers))
-
-
-class MemoryEncoderHolder(nn.Module):
-    """``memory_encoder``: mask_downsampler, pix_feat_proj, fuser (2 CXBlocks), out_proj (256 -> 64)."""
-
-    def __init__(self, d_model: int = 256, out_dim: int = 64) -> None:
-        super().__init__()
-        self.mask_downsampler = _MaskDownSamplerHolder(d_model)
-        self.pix_feat_proj = nn.Conv2d(d_model, d_model, 1)
-        self.fuser = _FuserHolder(d_model)
-        self.out_proj = nn.Conv2d(d_model, out_dim, 1)
-
-
 # ---- the model ---------------------------------------------------------------------------------------
 class Sam2Image(nn.Module):
     """SAM2 / SAM2.1 with the image path as ``encode`` / ``decode`` (see the module docstring)."""
 
-    def __init__(self, hiera: str = "t", sam2_1: bool = True, variant: str = "", weights_sha256: str = "") -> None:
+    def __init__(self, hiera: str = "t", sam2_1: bool = True, variant: str = "", weights_sha256: str = "",
+                 image_size: int = 1024) -> None:
         super().__init__()
         d, mem = 256, 64
-        self.image_encoder = Sam2ImageEncoder(HIERA_CONFIGS[hiera], img_size=1024, d_model=d)
-        self.sam_prompt_encoder = PromptEncoder(d, (64, 64), (1024, 1024), mask_in_chans=16)
+        s = check_image_size(image_size)
+        self._image_size = s
+        self.image_encoder = Sam2ImageEncoder(HIERA_CONFIGS[hiera], img_size=s, d_model=d)
+        self.sam_prompt_encoder = PromptEncoder(d, (s // 16, s // 16), (s, s), mask_in_chans=16)
         self.sam_mask_decoder = Sam2MaskDecoder(d)
-        self.memory_attention = MemoryAttentionHolder(d)
-        self.memory_encoder = MemoryEncoderHolder(d, mem)
+        self.memory_attention = MemoryAttention(d, num_layers=4, mem_dim=mem)
+        self.memory_encoder = MemoryEncoder(d, mem)
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(7, 1, 1, mem))
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, d))
         self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, d))
@@ -219,8 +163,13 @@ class Sam2Image(nn.Module):
         if sam2_1:
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem))
             self.obj_ptr_tpos_proj = nn.Linear(d, mem)
+        self.hiera = hiera
         self.variant = variant
         self.weights_sha256 = weights_sha256
+        # video settings of the official configs (sam2/configs/sam2*/sam2*_hiera_*.yaml, SAM2Base defaults,
+        # build_sam2_video_predictor's overrides); written into the contract's video section
+        self.hidden_dim, self.mem_dim, self.num_maskmem = d, mem, 7
+        self.sigmoid_scale_for_mem_enc, self.sigmoid_bias_for_mem_enc = 20.0, -10.0
 
     # ---- the contract ----------------------------------------------------------------------------
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -277,31 +226,107 @@ class Sam2Image(nn.Module):
 
     @property
     def image_size(self) -> int:
-        return 1024
+        """S: the encoder input is S x S, prompts are in the S frame, low-res masks are S/4 (default 1024)."""
+        return self._image_size
+
+    def with_image_size(self, image_size: int) -> "Sam2Image":
+        """The same weights in a model for S x S inputs (every weight is independent of S: Hiera's
+        position embedding is resized, the prompt encoder's Fourier features are continuous)."""
+        if int(image_size) == self._image_size:
+            return self
+        dev = self.no_mem_embed.device
+        with torch.device(dev):
+            other = Sam2Image(self.hiera, self.sam2_1, self.variant, self.weights_sha256, image_size=int(image_size))
+        other.load_state_dict(self.state_dict(), strict=True)
+        return other.train(self.training)
+
+    # ---- the video graphs ------------------------------------------------------------------------------
+    def track_decode(
+        self,
+        conditioned_embeddings: Tensor,
+        high_res_feats_0: Tensor,
+        high_res_feats_1: Tensor,
+        point_coords: Tensor,
+        point_labels: Tensor,
+        mask_input: Tensor,
+        has_mask_input: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`decode` with per-object image embeddings ``[B,256,h,w]`` (the high-res features keep batch
+        1) -> (iou_predictions [B,4], low_res_masks [B,4,4h,4w], object_score_logits [B,1], obj_ptrs [B,4,256]).
+        ``obj_ptrs[:, i]`` = obj_ptr_proj(mask token i's output), replaced by ``no_obj_ptr`` where
+        object_score_logits <= 0 (fixed_no_obj_ptr, as ``_forward_sam_heads``)."""
+        pe, dec = self.sam_prompt_encoder, self.sam_mask_decoder
+        h, w = conditioned_embeddings.shape[-2:]
+        sparse = pe.embed_points(point_coords, point_labels)  # [B,N,C]
+        per_prompt = has_mask_input.reshape(-1, 1, 1) * 0.0  # [B,1,1]: the batch even when N = 0
+        tokens = torch.cat([dec.output_tokens().unsqueeze(0) + per_prompt, sparse], dim=1)  # [B,6+N,C]
+        queries, keys = factored_two_way(pe, dec.transformer, conditioned_embeddings, tokens, mask_input, has_mask_input)
+        iou, masks, obj = dec.heads(queries, keys, (h, w), high_res_feats_0, high_res_feats_1)
+        ptrs = self.obj_ptr_proj(queries[:, 2:6, :]).reshape(-1, 4, self.hidden_dim)  # [B,4,C] (static 4)
+        present = (obj > 0).to(ptrs.dtype).unsqueeze(-1)  # [B,1,1]
+        ptrs = present * ptrs + (1.0 - present) * self.no_obj_ptr.unsqueeze(0)
+        return iou, masks, obj, ptrs
+
+    def video_contract(self):
+        """The contract's ``video`` section of this model (``contract.Video``)."""
+        from ..contract import Video
+
+        s = self._image_size
+        return Video(
+            image_size=s,
+            tokens_per_frame=(s // 16) ** 2,
+            mem_dim=self.mem_dim,
+            num_maskmem=self.num_maskmem,
+            sigmoid_scale_for_mem_enc=self.sigmoid_scale_for_mem_enc,
+            sigmoid_bias_for_mem_enc=self.sigmoid_bias_for_mem_enc,
+            add_tpos_enc_to_obj_ptrs=self.sam2_1,
+            use_signed_tpos_enc_to_obj_ptrs=self.sam2_1,
+        )
 
     # ---- metadata (as models.sam.Sam) ----------------------------------------------------------------
     @property
     def contract(self):
         return self.make_contract()
 
-    def make_contract(self, weights_sha256: str | None = None, **provenance):
-        """The contract of this variant (``models.variants``) with this model's weights hash."""
+    def make_contract(self, weights_sha256: str | None = None, video: bool = False, **provenance):
+        """The contract of this variant (``models.variants``) with this model's weights hash, its image
+        size (encoder input, prompt frame, low-res masks S/4, embedding shapes) and, with ``video``, the
+        video section (``samdeploy export --video``)."""
+        import dataclasses
+
         from .variants import contract_for
 
         sha = weights_sha256 if weights_sha256 is not None else self.weights_sha256
         if not self.variant or not sha:
             raise ValueError("this model has no variant name or weights hash; build it with build_model/load_checkpoint")
-        return contract_for(self.variant, sha, provenance=provenance)
+        c = contract_for(self.variant, sha, provenance=provenance)
+        s = self._image_size
+        if s != c.preprocess.input_size:
+            from ..contract import TensorSpec
+
+            base = c.preprocess.input_size  # the table's S: each output's stride is base // side
+            shapes = {o.name: (o.shape[0], s // (base // o.shape[1]), s // (base // o.shape[2])) for o in c.encoder.outputs}
+            c = dataclasses.replace(
+                c,
+                preprocess=dataclasses.replace(c.preprocess, input_size=s),
+                prompts=dataclasses.replace(c.prompts, frame_size=s),
+                decoder=dataclasses.replace(c.decoder, low_res_size=s // 4, embedding_shape=(256, s // 16, s // 16)),
+                encoder=dataclasses.replace(c.encoder, outputs=tuple(TensorSpec(n, shapes[n]) for n in c.encoder.output_names)),
+            )
+        if video:
+            c = dataclasses.replace(c, video=self.video_contract())
+        return c
 
 
-def build_sam2_image(name: str, device: str | torch.device | None = None) -> Sam2Image:
+def build_sam2_image(name: str, device: str | torch.device | None = None, image_size: int = 1024) -> Sam2Image:
     """``name`` in :data:`SAM2_VARIANTS` ("sam2.1_hiera_t" | "_s" | "_b+" | "_l", "sam2_hiera_*"):
-    official keys and shapes, PyTorch default init, eval mode. ``device="meta"`` allocates nothing."""
+    official keys and shapes, PyTorch default init, eval mode. ``device="meta"`` allocates nothing.
+    ``image_size`` S (multiple of 32, default 1024; the official ``++model.image_size=S``)."""
     if name not in SAM2_VARIANTS:
         raise ValueError(f"unknown SAM2 variant {name!r}; choose one of {sorted(SAM2_VARIANTS)}")
     hiera, is21 = SAM2_VARIANTS[name]
     with torch.device(device if device is not None else "cpu"):
-        model = Sam2Image(hiera, is21, variant=name)
+        model = Sam2Image(hiera, is21, variant=name, image_size=image_size)
     return model.eval()
 
 
@@ -355,9 +380,10 @@ def make_realistic_sam2_(model: Sam2Image, target: float = 20.0, seed: int = 0) 
     return model
 
 
-def random_sam2_image(name: str, seed: int = 0, realistic: bool = True) -> Sam2Image:
+def random_sam2_image(name: str, seed: int = 0, realistic: bool = True, image_size: int = 1024) -> Sam2Image:
     """``name`` with ``init.randomize_``'s seeded weights (same value per key as for the official
-    module), optionally rescaled by :func:`make_realistic_sam2_`. eval mode."""
+    module), optionally rescaled by :func:`make_realistic_sam2_` (always probed at S = 1024, so the
+    weights do not depend on ``image_size``). eval mode."""
     from .init import randomize_
 
     model = build_sam2_image(name)
@@ -365,4 +391,4 @@ def random_sam2_image(name: str, seed: int = 0, realistic: bool = True) -> Sam2I
     if realistic:
         make_realistic_sam2_(model)
     model.weights_sha256 = f"random:{name}:seed={seed}" + ("" if realistic else ":raw")
-    return model.eval()
+    return model.with_image_size(image_size).eval()

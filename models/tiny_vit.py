@@ -31,29 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import Conv2d_BN, LayerNorm2d
 
 __all__ = ["TinyViT", "LayerNorm2d"]
-
-
-class Conv2d_BN(nn.Sequential):  # noqa: N801 - official name, keys `.c` and `.bn`
-    """Convolution without bias followed by BatchNorm (kept as modules; exporters fold the BN)."""
-
-    def __init__(
-        self,
-        in_chans: int,
-        out_chans: int,
-        kernel_size: int = 1,
-        stride: int = 1,
-        padding: int = 0,
-        groups: int = 1,
-        bn_weight_init: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.c = nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_chans)
-        nn.init.constant_(self.bn.weight, bn_weight_init)
-        nn.init.zeros_(self.bn.bias)
 
 
 class DropPath(nn.Module):

@@ -29,7 +29,7 @@ class Variant:
     family: str  # ModelContract.family
     # "vit" (image_encoder_vit.ImageEncoderViT) | "tiny_vit" (tiny_vit.TinyViT) |
     # "efficientvit_sam" (efficientvit_sam.EfficientViTSamImageEncoder) | "rep_vit" (rep_vit.RepViT) |
-    # "nanosam" (nanosam.NanoSamImageEncoder)
+    # "nanosam" (nanosam.NanoSamImageEncoder) | "efficient_sam" (efficient_sam.EfficientSam, own module tree)
     encoder: str
     encoder_args: Mapping[str, Any]
     description: str
@@ -44,6 +44,9 @@ class Variant:
     heavy: bool = False  # too big for routine CI parity runs (tests use meta tensors for it)
     interm_dim: int | None = None  # HQ-SAM: channels of the early encoder feature its decoder also reads
     sam2: bool = False  # SAM2/SAM2.1 image path: stretch + ImageNet input, 3 encoder outputs, object score
+    # EfficientSAM (yformer): stretch (bilinear, no antialias) + ImageNet input, its own prompt encoder
+    # (6 decoder points, no padding point, no mask input), bicubic mask resize
+    efficient_sam: bool = False
     # Where the family's code lives, as "module:function" inside samdeploy.models (imported on demand):
     # ``builder(variant) -> image encoder`` for families that use SAM's prompt encoder + decoder, or
     # ``model_builder(name, device=None)`` / ``random_builder(name, seed, realistic)`` for families
@@ -61,6 +64,10 @@ class Variant:
             return Preprocess(input_size=self.input_size, resize="stretch", interpolation="bilinear_antialias_float",
                               pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD, pixel_scale=1.0,
                               pad_value=(0.0, 0.0, 0.0))
+        if self.efficient_sam:  # EfficientSam.preprocess: ToTensor, F.interpolate bilinear to 1024x1024, ImageNet
+            return Preprocess(input_size=self.input_size, resize="stretch", interpolation="bilinear_float",
+                              pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD, pixel_scale=1.0,
+                              pad_value=(0.0, 0.0, 0.0))
         return Preprocess(input_size=self.input_size)
 
     @property
@@ -70,6 +77,8 @@ class Variant:
             labels["zero_token"] = self.zero_token_label
         if self.sam2:  # SAM2ImagePredictor: box corners first, padding point always
             return Prompts(frame_size=self.frame_size, labels=labels, box_first=True, pad_point_always=True)
+        if self.efficient_sam:  # clicks, box corners; the graph pads to 6 points with (-1, -1, -1) itself
+            return Prompts(frame_size=self.frame_size, labels=labels, pad_point_when_no_box=False, max_decoder_points=6)
         return Prompts(frame_size=self.frame_size, labels=labels)
 
     @property
@@ -78,6 +87,9 @@ class Variant:
             return Decoder(embedding_inputs=SAM2_OUTPUTS, extra_outputs=(SAM2_OBJECT_SCORE,), score="iou_head",
                            single_mask="dynamic_stability", postprocess="direct", low_res_clamp=32.0,
                            accepts_no_points=True)
+        if self.efficient_sam:  # raw IoU-head scores, no mask input, logits resized bicubic to the image
+            return Decoder(score=self.score, mask_input=False, accepts_no_points=True, postprocess="direct",
+                           mask_interpolation="bicubic")
         if self.interm_dim is not None:  # HQ-SAM: 4 SAM tokens + the HQ token, two encoder outputs
             return Decoder(num_mask_tokens=5, hq_token=4, embedding_inputs=(ENCODER_OUTPUT, HQ_INTERM),
                            score=self.score, accepts_no_points=True)
@@ -190,6 +202,13 @@ _TABLE = [
     Variant("nanosam", "nanosam", "nanosam", MappingProxyType(dict(backbone="resnet18")),
             "NanoSAM (ResNet-18 encoder distilled from MobileSAM; MobileSAM decoder)", registry_name="nanosam",
             params="15.8M"),
+    # EfficientSAM (Xiong et al. 2023, yformer): plain ViT-T/S with global attention, its own decoder.
+    Variant("efficient_sam_vitt", "efficient_sam", "efficient_sam", MappingProxyType(dict(embed_dim=192, num_heads=3)),
+            "EfficientSAM-Ti (ViT-T, global attention; own prompt encoder/decoder)", efficient_sam=True,
+            registry_name="efficient_sam_vitt", params="10.2M"),
+    Variant("efficient_sam_vits", "efficient_sam", "efficient_sam", MappingProxyType(dict(embed_dim=384, num_heads=6)),
+            "EfficientSAM-S (ViT-S, global attention; own prompt encoder/decoder)", efficient_sam=True,
+            registry_name="efficient_sam_vits", params="26.4M", heavy=True),
 ]
 
 # Where each family's code lives and how its checkpoints are recognised (see the Variant fields).
@@ -200,6 +219,8 @@ _FAMILY_CODE: Mapping[str, Mapping[str, Any]] = {
     "sam2": dict(model_builder="sam2:build_sam2_image", random_builder="sam2:random_sam2_image", signature=("sam_mask_decoder.|trunk.",)),
     "repvit_sam": dict(builder="rep_vit:encoder_for", signature=("features.", "neck.")),  # after edge_sam
     "nanosam": dict(builder="nanosam:encoder_for", signature=("up_1.0.weight", "backbone.")),
+    "efficient_sam": dict(model_builder="efficient_sam:build_efficient_sam", random_builder="efficient_sam:random_efficient_sam",
+                          signature=("patch_embed.proj.", "pos_embed", "mlp.fc1.")),
 }
 _TABLE = [dataclasses.replace(v, **_FAMILY_CODE.get(v.family, {})) for v in _TABLE]
 

@@ -10,6 +10,8 @@ Public API::
 * :class:`MaskGenerator` (``amg.py``) -- segment everything: SAM grid, TinySAM hierarchical, box prompts;
   ``stream.py`` -- video/camera/RTSP streaming.
 * :class:`Predictor` (``predictor.py``) -- SamPredictor semantics, batched prompts, embedding reuse.
+* :class:`Tracker` (``tracker.py``) -- SAM2/SAM2.1 video tracking on exported memory graphs
+  (SAM2VideoPredictor semantics, multi-object, bounded memory).
 * :func:`load_model` / :class:`GraphPair` / :class:`Backend` (``backends/``) -- encoder + decoder
   backends (ONNX Runtime, TensorRT) behind one interface, paired by their model contract.
 * ``transforms.py`` -- contract-driven pre/post-processing; ``prompts.py`` -- prompt validation/packing;
@@ -20,5 +22,6 @@ from .amg import MaskGenerator
 from .backends import Backend, BackendBase, GraphPair, load_model
 from .predictor import Predictor
 from .prompts import PromptLimits
+from .tracker import Tracker
 
-__all__ = ["Backend", "BackendBase", "GraphPair", "MaskGenerator", "Predictor", "PromptLimits", "load_model"]
+__all__ = ["Backend", "BackendBase", "GraphPair", "MaskGenerator", "Predictor", "PromptLimits", "Tracker", "load_model"]

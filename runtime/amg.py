@@ -18,6 +18,17 @@ Batches are handed to ``Predictor.decode``, which splits them further if the Pre
 ``max_batch`` (or a TensorRT profile's maximum) is smaller -- create the Predictor with
 ``max_batch=320`` to decode 320 boxes per graph run.
 
+**SAM2 / SAM2.1** exports (contract family ``sam2``) follow ``SAM2AutomaticMaskGenerator`` instead,
+automatically: ``pred_iou_thresh`` 0.8, the grid points and record ``point_coords`` in float32, the
+prompt coordinates normalised by the crop size then scaled to the 1024 frame (SAM2's arithmetic,
+bit-exact), and ``min_mask_region_area`` as SAM2's predictor applies it (holes and sprinkles filled
+in the low-res logits before upscaling, no second NMS). Options of SAM2's generator, usable with
+every family that takes a mask input: ``multimask_output`` (False: one mask per point, SAM2's
+dynamic single mask), ``use_m2m`` (a second decoder pass per mask: the same point plus the first
+pass's low-res logits, clamped as the contract says, as mask input; its single answer replaces the
+mask and its IoU) and ``mask_threshold``. Every default is overridable; ``MaskGenerator.options``
+lists the values in effect.
+
 Records are dicts with SAM's keys (drop-in for code written against SamAutomaticMaskGenerator):
 ``segmentation`` (HxW bool or COCO RLE), ``area``, ``bbox`` (XYWH), ``predicted_iou``,
 ``point_coords``, ``stability_score``, ``crop_box`` (XYWH); box mode adds ``prompt_box`` (XYXY).
@@ -41,6 +52,23 @@ from . import amg_utils as U
 from . import rle as R
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
+#: ``min_mask_region_area`` clean-up: "sam" (holes/islands of the final masks, then NMS preferring
+#: unchanged masks: SamAutomaticMaskGenerator) or "sam2" (holes/sprinkles in the low-res logits before
+#: upscaling: SAM2ImagePredictor's max_hole_area / max_sprinkle_area, as SAM2AutomaticMaskGenerator).
+SMALL_REGION_MODES = ("sam", "sam2")
+
+#: Defaults that differ between the two reference generators, by contract family (every other
+#: family uses SAM's). Everything else (points_per_batch 64, stability 0.95 / offset 1.0, NMS 0.7,
+#: crops, multimask_output True, use_m2m False) is the same in both.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sam": {"pred_iou_thresh": 0.88, "small_region_mode": "sam"},
+    "sam2": {"pred_iou_thresh": 0.8, "small_region_mode": "sam2"},
+}
+
+
+def family_defaults(family: str) -> dict[str, Any]:
+    """The generator defaults for a contract family (SAM's for every family but ``sam2``)."""
+    return dict(FAMILY_DEFAULTS["sam2" if family == "sam2" else "sam"])
 
 #: (prompts decoded so far, prompts planned so far) -> None; the plan grows in hierarchical mode.
 ProgressFn = Callable[[int, int], None]
@@ -50,6 +78,9 @@ class PromptDecoder(Protocol):
     """What the generator needs from a predictor (``_PredictorDecoder`` adapts ``Predictor``)."""
 
     mask_threshold: float
+    # Optional attributes (read with getattr): ``family`` (contract family, default "sam": picks the
+    # generator defaults), ``low_res_clamp`` (clamp of logits fed back as mask input, default None),
+    # ``accepts_mask_input`` (default True; use_m2m needs it).
 
     def set_image(self, image: np.ndarray) -> None: ...
 
@@ -57,7 +88,8 @@ class PromptDecoder(Protocol):
         self, points: Optional[np.ndarray], labels: Optional[np.ndarray], boxes: Optional[np.ndarray], multimask: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """K prompts in the set image's pixel frame (points [K, N, 2] + labels [K, N] and/or
-        boxes [K, 4] XYXY) -> (iou [K, C], low-res logits [K, C, h, w]), C = 3 or 1."""
+        boxes [K, 4] XYXY) -> (iou [K, C], low-res logits [K, C, h, w]), C = 3 or 1.
+        With ``use_m2m`` it is also called with a keyword ``mask_input=[K, 1, h, w]``."""
         ...
 
     def upscale(self, low_res: np.ndarray) -> np.ndarray:
@@ -96,7 +128,7 @@ class _Masks:
         self.boxes: list[np.ndarray] = []  # [4] int64 XYXY (inclusive), original frame
         self.iou: list[float] = []
         self.stability: list[float] = []
-        self.points: list[np.ndarray] = []  # [2] float64, original frame
+        self.points: list[np.ndarray] = []  # [2] float64 (SAM2: float32, as SAM2 keeps them), original frame
         self.crop_boxes: list[list[int]] = []
         self.local: list[np.ndarray] = []  # bool [y1-y0+1, x1-x0+1]
 
@@ -139,16 +171,20 @@ class MaskGenerator:
     """Automatic mask generation on a :class:`~samdeploy.runtime.predictor.Predictor`.
 
     Parameters and defaults are those of SAM's ``SamAutomaticMaskGenerator`` (and TinySAM's
-    ``SamHierarchicalMaskGenerator`` for ``hierarchical``/``high_score_thresh``)."""
+    ``SamHierarchicalMaskGenerator`` for ``hierarchical``/``high_score_thresh``); for SAM2 exports
+    those of ``SAM2AutomaticMaskGenerator``. ``None`` means "the model family's default":
+    ``pred_iou_thresh`` 0.88 (SAM2: 0.8), ``mask_threshold`` the contract's (0.0),
+    ``small_region_mode`` "sam" (SAM2: "sam2", see ``SMALL_REGION_MODES``)."""
 
     def __init__(
         self,
         predictor: Any,
         points_per_side: Optional[int] = 32,
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
+        pred_iou_thresh: Optional[float] = None,
         stability_score_thresh: float = 0.95,
         stability_score_offset: float = 1.0,
+        mask_threshold: Optional[float] = None,
         box_nms_thresh: float = 0.7,
         crop_n_layers: int = 0,
         crop_nms_thresh: float = 0.7,
@@ -157,6 +193,9 @@ class MaskGenerator:
         point_grids: Optional[list[np.ndarray]] = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        use_m2m: bool = False,
+        multimask_output: bool = True,
+        small_region_mode: Optional[str] = None,
         hierarchical: bool = False,
         high_score_thresh: float = 8.5,
         box_batch: int = 320,
@@ -194,16 +233,36 @@ class MaskGenerator:
             if any(((g < 0) | (g > 1)).any() for g in grids):
                 raise InputError("point_grids must be normalised to [0, 1] (x / width, y / height)")
             self.point_grids = grids
+        for name, v in (("use_m2m", use_m2m), ("multimask_output", multimask_output), ("hierarchical", hierarchical)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise InputError(f"{name} must be True or False, got {v!r}")
+        if small_region_mode is not None and small_region_mode not in SMALL_REGION_MODES:
+            raise InputError(f"unknown small_region_mode {small_region_mode!r}",
+                             hint="use 'sam' (full-resolution holes/islands, SAM) or 'sam2' (low-res holes/sprinkles, SAM2)")
+        for name, v in (("pred_iou_thresh", pred_iou_thresh), ("mask_threshold", mask_threshold)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v)):
+                raise InputError(f"{name} must be a finite number or None (the model family's default), got {v!r}")
         self.decoder: PromptDecoder = _as_prompt_decoder(predictor)
+        self.family = str(getattr(self.decoder, "family", "sam"))
+        self._sam2 = self.family == "sam2"
+        defaults = family_defaults(self.family)
+        if use_m2m and not getattr(self.decoder, "accepts_mask_input", True):
+            raise InputError("use_m2m feeds each mask back as mask input, but this model's decoder has no mask input",
+                             hint="drop use_m2m for this model")
         self.points_per_side = points_per_side
         self.points_per_batch = int(points_per_batch)
-        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.pred_iou_thresh = float(defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh)
+        self.mask_threshold = float(self.decoder.mask_threshold if mask_threshold is None else mask_threshold)
+        self.use_m2m = bool(use_m2m)
+        self.multimask_output = bool(multimask_output)
+        self.small_region_mode = defaults["small_region_mode"] if small_region_mode is None else small_region_mode
         self.stability_score_thresh = float(stability_score_thresh)
         self.stability_score_offset = float(stability_score_offset)
         self.box_nms_thresh = float(box_nms_thresh)
         self.crop_n_layers = int(crop_n_layers)
         self.crop_nms_thresh = float(crop_nms_thresh)
         self.crop_overlap_ratio = float(crop_overlap_ratio)
+        self.crop_n_points_downscale_factor = int(crop_n_points_downscale_factor)
         self.min_mask_region_area = int(min_mask_region_area)
         self.output_mode = output_mode
         self.hierarchical = bool(hierarchical)
@@ -213,6 +272,31 @@ class MaskGenerator:
         self.upscale_chunk = max(1, int(upscale_chunk))
         self.stats = GenerationStats()
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The generator options in effect (family defaults resolved), e.g. for a run's log."""
+        return {
+            "family": self.family,
+            "points_per_side": self.points_per_side,
+            "points_per_batch": self.points_per_batch,
+            "pred_iou_thresh": self.pred_iou_thresh,
+            "stability_score_thresh": self.stability_score_thresh,
+            "stability_score_offset": self.stability_score_offset,
+            "mask_threshold": self.mask_threshold,
+            "box_nms_thresh": self.box_nms_thresh,
+            "crop_n_layers": self.crop_n_layers,
+            "crop_nms_thresh": self.crop_nms_thresh,
+            "crop_overlap_ratio": self.crop_overlap_ratio,
+            "crop_n_points_downscale_factor": self.crop_n_points_downscale_factor,
+            "min_mask_region_area": self.min_mask_region_area,
+            "small_region_mode": self.small_region_mode,
+            "multimask_output": self.multimask_output,
+            "use_m2m": self.use_m2m,
+            "output_mode": self.output_mode,
+            "hierarchical": self.hierarchical,
+            "high_score_thresh": self.high_score_thresh,
+        }
+
     # ---- public ---------------------------------------------------------------------------------
     def generate(self, image: np.ndarray, progress: Optional[ProgressFn] = None) -> list[dict[str, Any]]:
         """All masks of an HxWx3 uint8 RGB image (grid or hierarchical, per the constructor)."""
@@ -220,7 +304,7 @@ class MaskGenerator:
         self._begin("hierarchical" if self.hierarchical else "grid", image, progress)
         t0 = time.perf_counter()
         data = self._generate_hierarchical(image) if self.hierarchical else self._generate_grid(image)
-        if self.min_mask_region_area > 0 and len(data):
+        if self.min_mask_region_area > 0 and self.small_region_mode == "sam" and len(data):
             data = self._remove_small_regions(data, image.shape[:2])
         records = self._records(data, image.shape[:2])
         self._finish(t0, records)
@@ -251,8 +335,8 @@ class MaskGenerator:
             tp = time.perf_counter()
             for s in range(0, len(chunk), self.upscale_chunk):
                 logits = self.decoder.upscale(low[s : s + self.upscale_chunk, 0])
-                stab = U.stability_score(logits, self.decoder.mask_threshold, self.stability_score_offset)
-                masks = logits > self.decoder.mask_threshold
+                stab = U.stability_score(logits, self.mask_threshold, self.stability_score_offset)
+                masks = logits > self.mask_threshold
                 bxs = U.masks_to_boxes(masks)
                 for k in range(len(masks)):
                     j = s + k
@@ -341,23 +425,34 @@ class MaskGenerator:
         x0, y0 = int(crop_box[0]), int(crop_box[1])
         crop_hw = (int(crop_box[3]) - y0, int(crop_box[2]) - x0)
         orig_box = [0, 0, orig_hw[1], orig_hw[0]]
-        thr = self.decoder.mask_threshold
+        thr = self.mask_threshold
+        # SAM2 keeps the grid points in float32 (decoded and reported); SAM in float64.
+        pdt = np.float32 if self._sam2 else np.float64
+        offset = np.asarray([x0, y0], dtype=pdt)
+        fill_area = self.min_mask_region_area if self.small_region_mode == "sam2" else 0
         covered = np.zeros(crop_hw, dtype=bool) if high_thresh is not None else None
         out = _Masks()
         for start in range(0, len(points), self.points_per_batch):
-            pts = points[start : start + self.points_per_batch]
-            iou, low = self._decode(pts[:, None, :], np.ones((len(pts), 1), np.float32), None, multimask=True)
+            pts = points[start : start + self.points_per_batch].astype(pdt, copy=False)
+            iou, low = self._decode(pts[:, None, :], np.ones((len(pts), 1), np.float32), None, multimask=self.multimask_output)
             tp = time.perf_counter()
             n_out = iou.shape[1]
             iou = iou.reshape(-1)
             low = low.reshape(-1, *low.shape[-2:])
             pts_rep = np.repeat(pts, n_out, axis=0)
             self.stats.candidate_masks += iou.size
+            if self.use_m2m:  # SAM2's refinement: every mask (before any filter) goes round once more
+                self._add_time("postprocess", tp)
+                iou, low = self._refine_m2m(pts_rep, low)
+                tp = time.perf_counter()
             # The IoU filter needs no pixels: apply it before upscaling (same result, far less work).
             idx = np.flatnonzero(iou > np.float32(self.pred_iou_thresh)) if self.pred_iou_thresh > 0.0 else np.arange(iou.size)
             for s in range(0, len(idx), self.upscale_chunk):
                 sel = idx[s : s + self.upscale_chunk]
-                logits = self.decoder.upscale(low[sel])
+                low_sel = low[sel]
+                if fill_area > 0:  # SAM2ImagePredictor's max_hole_area / max_sprinkle_area, before upscaling
+                    low_sel = U.fill_low_res_regions(low_sel, fill_area, self.decoder.mask_threshold)
+                logits = self.decoder.upscale(low_sel)
                 stab = U.stability_score(logits, thr, self.stability_score_offset)
                 ok = stab >= np.float32(self.stability_score_thresh) if self.stability_score_thresh > 0.0 else np.ones(len(sel), bool)
                 if not ok.any():
@@ -373,12 +468,32 @@ class MaskGenerator:
                     out.boxes.append(boxes[k] + np.asarray([x0, y0, x0, y0], dtype=np.int64))
                     out.iou.append(float(iou[sel[k]]))
                     out.stability.append(float(stab[k]))
-                    out.points.append(pts_rep[sel[k]] + np.asarray([x0, y0], dtype=np.float64))
+                    out.points.append(pts_rep[sel[k]] + offset)
                     out.crop_boxes.append([int(v) for v in crop_box])
                     out.local.append(_crop_to_box(masks[k], boxes[k]))
             self._add_time("postprocess", tp)
         self.stats.masks_after_filters += len(out)
         return out, covered
+
+    def _refine_m2m(self, points: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SAM2's ``refine_with_m2m``: each mask's point again, with its low-res logits (clamped like the
+        predictor returns them, SAM2: +-32) as mask input, one answer each (``multimask_output=False``),
+        in batches of ``points_per_batch``. Returns (iou [M], low-res logits [M, h, w]), unclamped."""
+        clamp = getattr(self.decoder, "low_res_clamp", None)
+        mask_in = low if clamp is None else np.clip(low, np.float32(-clamp), np.float32(clamp))
+        self._planned(len(points))
+        ious, lows = [], []
+        for s in range(0, len(points), self.points_per_batch):
+            pts = points[s : s + self.points_per_batch]
+            iou, lr = self._decode(pts[:, None, :], np.ones((len(pts), 1), np.float32), None, multimask=False,
+                                   mask_input=np.ascontiguousarray(mask_in[s : s + self.points_per_batch, None]))
+            if iou.shape[1] > 1:  # decoders that always answer with 3 masks (TinySAM): take the best
+                best = np.argmax(iou, axis=1)
+                iou = np.take_along_axis(iou, best[:, None], axis=1)
+                lr = np.take_along_axis(lr, best[:, None, None, None], axis=1)
+            ious.append(iou[:, 0])
+            lows.append(lr[:, 0])
+        return np.concatenate(ious), np.concatenate(lows)
 
     # ---- small regions -------------------------------------------------------------------------------
     def _remove_small_regions(self, data: _Masks, hw: tuple[int, int]) -> _Masks:
@@ -454,10 +569,14 @@ class MaskGenerator:
         self._add_time("encode", t)
 
     def _decode(
-        self, points: Optional[np.ndarray], labels: Optional[np.ndarray], boxes: Optional[np.ndarray], multimask: bool
+        self, points: Optional[np.ndarray], labels: Optional[np.ndarray], boxes: Optional[np.ndarray], multimask: bool,
+        mask_input: Optional[np.ndarray] = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         t = time.perf_counter()
-        iou, low = self.decoder.decode(points, labels, boxes, multimask)
+        if mask_input is None:  # the four-argument call every PromptDecoder supports
+            iou, low = self.decoder.decode(points, labels, boxes, multimask)
+        else:
+            iou, low = self.decoder.decode(points, labels, boxes, multimask, mask_input=mask_input)
         self.stats.decoder_calls += 1
         self.stats.prompts += len(iou)
         self._add_time("decode", t)
@@ -557,13 +676,20 @@ class _PredictorDecoder:
                     hint="pass samdeploy.runtime.Predictor(model_dir)",
                 )
         self.predictor = predictor
-        self.mask_threshold = float(predictor.contract.decoder.mask_threshold)
+        c = predictor.contract
+        self.mask_threshold = float(c.decoder.mask_threshold)
+        self.family = str(c.family)
+        self.low_res_clamp = None if c.decoder.low_res_clamp is None else float(c.decoder.low_res_clamp)
+        self.accepts_mask_input = bool(c.decoder.mask_input)
+        # SAM2 maps pixels to the stretched frame as SAM2Transforms does (normalise, then scale).
+        self._normalized_coords = self.family == "sam2"
 
     def set_image(self, image: np.ndarray) -> None:
         self.predictor.set_image(image)
 
     def decode(
-        self, points: Optional[np.ndarray], labels: Optional[np.ndarray], boxes: Optional[np.ndarray], multimask: bool
+        self, points: Optional[np.ndarray], labels: Optional[np.ndarray], boxes: Optional[np.ndarray], multimask: bool,
+        mask_input: Optional[np.ndarray] = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         # The building blocks rather than predict_batch: the generator filters on predicted IoU
         # before paying for full-resolution logits.
@@ -572,10 +698,15 @@ class _PredictorDecoder:
 
         p = self.predictor
         k = len(points) if points is not None else len(boxes)  # type: ignore[arg-type]
-        c_in = apply_coords(points, p.original_size, p.input_size) if points is not None else None
-        b_in = apply_boxes(boxes, p.original_size, p.input_size) if boxes is not None else None
+        if self._normalized_coords:
+            c_in = U.normalized_prompt_coords(points, p.original_size, p.input_size) if points is not None else None
+            b_in = (U.normalized_prompt_coords(np.asarray(boxes, np.float32).reshape(-1, 2, 2), p.original_size, p.input_size)
+                    if boxes is not None else None)
+        else:
+            c_in = apply_coords(points, p.original_size, p.input_size) if points is not None else None
+            b_in = apply_boxes(boxes, p.original_size, p.input_size) if boxes is not None else None
         pc, pl = pack_for(p.contract, c_in, labels, b_in, k)
-        iou, low = p.decode(pc, pl)
+        iou, low = p.decode(pc, pl, mask_input)
         return p.select(iou, low, multimask)
 
     def upscale(self, low_res: np.ndarray) -> np.ndarray:

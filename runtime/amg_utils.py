@@ -2,7 +2,9 @@
 
 Each function reproduces one step of SAM's automatic mask generator (``segment_anything/utils/amg.py``)
 with the same semantics, written for NumPy: point grids, crop boxes, stability score, mask boxes,
-box NMS (torchvision ``batched_nms`` semantics), crop-edge filtering and small-region removal.
+box NMS (torchvision ``batched_nms`` semantics), crop-edge filtering and small-region removal
+(SAM's on the final masks; SAM2's in the low-res logits, ``fill_low_res_regions``), and SAM2's prompt
+coordinate normalisation (``normalized_prompt_coords``).
 Run-length encoding of the output masks is :mod:`samdeploy.runtime.rle` (pycocotools).
 """
 
@@ -27,6 +29,18 @@ def build_point_grid(n_per_side: int) -> np.ndarray:
     xs = np.tile(side[None, :], (n_per_side, 1))
     ys = np.tile(side[:, None], (1, n_per_side))
     return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def normalized_prompt_coords(coords: np.ndarray, original_hw: tuple[int, int], frame_hw: tuple[int, int]) -> np.ndarray:
+    """(x, y) pixels of an ``original_hw`` image -> the stretched ``frame_hw`` prompt frame, with SAM2's
+    arithmetic (``SAM2Transforms.transform_coords(normalize=True)``): float32 ``x / W`` and ``y / H``
+    first, then times the frame size. Bit-identical to SAM2; multiplying by ``frame / W`` (SAM's
+    ``apply_coords`` order) differs in the last bit for about half of all points."""
+    c = np.array(coords, dtype=np.float32)  # a copy
+    h, w = original_hw
+    c[..., 0] = c[..., 0] / np.float32(w)
+    c[..., 1] = c[..., 1] / np.float32(h)
+    return c * np.asarray([frame_hw[1], frame_hw[0]], dtype=np.float32)
 
 
 def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer: int) -> list[np.ndarray]:
@@ -180,3 +194,29 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
         if not fill.any():
             fill[int(np.argmax(sizes)) + 1] = True
     return fill[labels], True
+
+
+def fill_low_res_regions(logits: np.ndarray, max_area: float, threshold: float = 0.0) -> np.ndarray:
+    """SAM2's small-region clean-up (``SAM2ImagePredictor(max_hole_area=A, max_sprinkle_area=A)``), done
+    in the low-res logits ``[..., h, w]`` before they are upscaled: 8-connected components of
+    ``logit <= threshold`` with at most ``max_area`` pixels (holes) are set to ``threshold + 10``,
+    components of ``logit > threshold`` with at most ``max_area`` pixels (sprinkles) to
+    ``threshold - 10``. Both are found on the input logits. Areas are low-res pixels and the bound is
+    inclusive (SAM's full-resolution :func:`remove_small_regions` uses ``< area``). Returns a new array."""
+    import cv2
+
+    src = np.asarray(logits, dtype=np.float32)
+    out = np.array(src, copy=True)
+    if max_area <= 0 or src.size == 0:
+        return out
+    flat_src = src.reshape(-1, *src.shape[-2:])
+    flat_out = out.reshape(flat_src.shape)
+    for i, m in enumerate(flat_src):
+        fg = m > np.float32(threshold)
+        for region, value in ((~fg, threshold + 10.0), (fg, threshold - 10.0)):
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
+            small = stats[:, cv2.CC_STAT_AREA] <= max_area
+            small[0] = False  # label 0: the pixels outside the region
+            if small.any():
+                flat_out[i][small[labels]] = np.float32(value)
+    return out

@@ -30,6 +30,11 @@ def palette(n: int) -> np.ndarray:
     return _PALETTE[np.arange(n) % len(_PALETTE)]
 
 
+def id_colours(ids: Sequence[int]) -> np.ndarray:
+    """``[len(ids), 3]`` uint8 RGB: a fixed colour per (object) id, the same on every frame."""
+    return _PALETTE[np.asarray(list(ids), dtype=np.int64).reshape(-1) % len(_PALETTE)]
+
+
 def draw_overlay(
     image: np.ndarray,
     masks: Optional[np.ndarray] = None,
@@ -39,10 +44,12 @@ def draw_overlay(
     captions: Optional[Sequence[str]] = None,
     alpha: float = 0.5,
     caption_at: Optional[Sequence[tuple[float, float]]] = None,
+    colours: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """HxWx3 uint8 RGB image with masks ``[K,H,W]`` tinted and outlined, clicks (green = foreground,
     red = background) and boxes drawn. ``captions[k]`` is written at ``caption_at[k]`` (x, y), or
-    at mask k's top-left corner."""
+    at mask k's top-left corner. ``colours``: ``[K, 3]`` RGB per mask (default ``palette(K)``), e.g. one
+    colour per tracked object id so an object keeps its colour from frame to frame."""
     import cv2
 
     out = np.array(image, dtype=np.uint8, copy=True)
@@ -50,7 +57,9 @@ def draw_overlay(
     thick = max(1, round(max(h, w) / 400))
     if masks is not None and len(masks):
         masks = np.asarray(masks, dtype=bool).reshape(-1, h, w)
-        cols = palette(len(masks))
+        cols = palette(len(masks)) if colours is None else np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+        if len(cols) != len(masks):
+            raise InputError(f"colours has {len(cols)} rows for {len(masks)} masks")
         # Paint larger masks first so small ones stay visible on top.
         order = np.argsort([-int(m.sum()) for m in masks])
         for i in order:

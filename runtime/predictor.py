@@ -35,7 +35,7 @@ from ..contract import ENCODER_INPUT, RESIZE_MODES, SCORE_KINDS, ModelContract, 
 from ..errors import ContractError, InputError, NumericalError, PredictorStateError
 from ..images import to_rgb_uint8
 from .backends import GraphPair, load_model
-from .prompts import PromptLimits, check_boxes, check_mask_input, check_points, pack_for
+from .prompts import PromptLimits, check_boxes, check_decoder_points, check_mask_input, check_points, pack_for
 from .amg_utils import stability_score
 from .transforms import apply_boxes, apply_coords, input_shape, preprocess_image, resize_masks_direct, upscale_masks
 
@@ -94,6 +94,17 @@ def validate_contract(contract: Any) -> None:
                 f"contract fields decoder.single_mask={dec.single_mask!r} / decoder.postprocess={dec.postprocess!r} "
                 "are not known to this runtime", hint=hint,
             )
+        if dec.mask_interpolation not in ("bilinear", "bicubic") or (
+            dec.mask_interpolation != "bilinear" and dec.postprocess != "direct"
+        ):
+            raise ContractError(
+                f"contract field decoder.mask_interpolation={dec.mask_interpolation!r} is not known to this runtime "
+                f"with decoder.postprocess={dec.postprocess!r}", hint=hint,
+            )
+        mdp = contract.prompts.max_decoder_points
+        if mdp is not None and (not _is_int(mdp) or int(mdp) < 1):
+            raise ContractError(f"contract field prompts.max_decoder_points must be None or a positive integer, got {mdp!r}",
+                                hint=hint)
         if pre.resize not in RESIZE_MODES:
             raise ContractError(f"contract field preprocess.resize must be one of {RESIZE_MODES}, got {pre.resize!r}", hint=hint)
         outs = contract.encoder.outputs
@@ -423,9 +434,11 @@ class Predictor:
             try:
                 shape = np.shape(mask_input)
             except (TypeError, ValueError):
-                raise InputError("mask_input must be a numeric array [K, 1, 256, 256]") from None
+                raise InputError(f"mask_input must be a numeric array [K, 1, {self.contract.decoder.low_res_size}, "
+                                 f"{self.contract.decoder.low_res_size}]") from None
             if len(shape) not in (3, 4):
-                raise InputError(f"mask_input has shape {shape}; expected [K, 1, 256, 256]")
+                raise InputError(f"mask_input has shape {shape}; expected [K, 1, {self.contract.decoder.low_res_size}, "
+                                 f"{self.contract.decoder.low_res_size}]")
             k = int(shape[0])
         else:
             k = ks.pop()
@@ -469,6 +482,7 @@ class Predictor:
         c_in = apply_coords(coords, orig, inp) if coords is not None else None
         b_in = apply_boxes(boxes, orig, inp) if boxes is not None else None
         pc, pl = pack_for(self.contract, c_in, labels, b_in, k, self.no_points_ok)
+        check_decoder_points(self.contract, pc.shape[1])
         t1 = time.perf_counter()
         iou, low = self.decode(pc, pl, masks_in)
         t2 = time.perf_counter()
@@ -576,7 +590,7 @@ class Predictor:
         """Low-res logits ``[..., 256, 256]`` -> masks at the original image size (see ``upscale_masks``)."""
         self._require_image()
         if self.contract.decoder.postprocess == "direct":
-            return resize_masks_direct(low_res, self.original_size, threshold)
+            return resize_masks_direct(low_res, self.original_size, threshold, self.contract.decoder.mask_interpolation)
         return upscale_masks(
             low_res, self.input_size, self.original_size, self.contract.frame_size, threshold,
             exact=not self.fast_postprocess,

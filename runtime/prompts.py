@@ -252,6 +252,19 @@ def pack_prompts(
     )
 
 
+def check_decoder_points(contract: Any, n: int) -> None:
+    """Refuse a packed prompt of ``n`` decoder points (clicks + box corners) that the decoder would
+    truncate (contract ``prompts.max_decoder_points``; EfficientSAM reads exactly 6 and drops the rest,
+    which would silently lose clicks or a box corner)."""
+    limit = getattr(contract.prompts, "max_decoder_points", None)
+    if limit is not None and n > int(limit):
+        raise InputError(
+            f"{n} decoder points per prompt (the clicks, plus 2 corners for a box) exceed the {int(limit)} "
+            f"this {contract.family} decoder reads (it would drop the rest)",
+            hint=f"pass at most {int(limit)} clicks, or {int(limit) - 2} clicks with a box",
+        )
+
+
 def pack_for(contract: Any, coords: Optional[np.ndarray], labels: Optional[np.ndarray], box_corners: Optional[np.ndarray],
              k: int, no_points_ok: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`pack_prompts` with the packing rules of ``contract.prompts`` (SAM: clicks, box, pad when

@@ -206,6 +206,84 @@ class _Capture(threading.Thread):
                 self.cap.release()
 
 
+class FrameFeed:
+    """A source's frames through the capture thread and the bounded queue: the frame loop shared by
+    :func:`run_stream` and :func:`~samdeploy.runtime.track_stream.run_track`.
+
+        feed = FrameFeed(source, drop=None)        # opens the source (typed errors)
+        with feed:                                 # starts the capture thread; stops and joins it on exit
+            while (frame := feed.get()) is not None:
+                ...
+        feed.check(processed)                      # the capture thread's error, or "no frames"; then counts
+
+    ``source``: a video path, camera index, stream URL, or any iterable of HxWx3 frames (treated as
+    live). ``drop``: None = drop stale frames for live sources, never for files."""
+
+    def __init__(self, source: Any, *, drop: Optional[bool] = None, queue_size: int = 1,
+                 stop: Optional[threading.Event] = None) -> None:
+        if queue_size not in (1, 2):
+            raise InputError(f"queue_size must be 1 or 2 (got {queue_size})", hint="a longer queue only adds latency")
+        cap = None
+        if isinstance(source, (str, os.PathLike, int, np.integer)):
+            cap, self.info = open_source(os.fspath(source) if isinstance(source, os.PathLike) else source)
+            frames: Iterator[Frame] = _capture_frames(cap, self.info.live)
+        else:
+            self.info = SourceInfo("frames", live=True, fps=0.0, frame_count=-1)
+            frames = _iter_frames(source)
+        self.drop = self.info.live if drop is None else bool(drop)
+        self.queue = FrameQueue(queue_size, drop=self.drop)
+        self.stop = stop or threading.Event()
+        self._capture = _Capture(frames, self.queue, self.stop, cap)
+        self.source_ended = False  # the producer finished (source exhausted), as opposed to a stop by the consumer
+
+    def __enter__(self) -> "FrameFeed":
+        self._capture.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def get(self) -> Optional[Frame]:
+        """The next frame to process; None once the source is exhausted."""
+        frame = self.queue.get()
+        if frame is None:
+            self.source_ended = True
+        return frame
+
+    def close(self) -> None:
+        self.stop.set()
+        self.queue.close()
+        if self._capture.ident is not None:
+            self._capture.join(timeout=5.0)
+        elif self._capture.cap is not None:  # never started: the capture is ours to release
+            self._capture.cap.release()
+
+    def check(self, processed: int) -> None:
+        """After the loop: re-raise what went wrong in the capture thread (as a typed error), and refuse
+        a source that yielded no frame at all."""
+        err = self._capture.error
+        if err is not None and not isinstance(err, (KeyboardInterrupt, SystemExit)):
+            if isinstance(err, InputError):
+                raise err
+            raise InputError(f"reading {self.info.description} failed: {type(err).__name__}: {err}")
+        if self.source_ended and processed == 0 and self._capture.read == 0:
+            raise InputError(
+                f"source {self.info.description} yielded no frames (OpenCV opened it but could not decode a single frame)",
+                hint="check that the file is a complete, non-empty video (e.g. `ffprobe FILE`), re-encode it "
+                "to MP4/H.264 or AVI/MJPG, or check the camera/stream is delivering images",
+            )
+
+    @property
+    def read(self) -> int:
+        """Frames offered to the model: those still in flight when the consumer stopped (max_frames,
+        stop) were never offered and are not counted, so that read = processed + dropped."""
+        return self._capture.read - self.queue.discarded
+
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped
+
+
 # ---- prompts and tracking ------------------------------------------------------------------------
 @dataclass
 class StreamPrompts:
@@ -315,7 +393,9 @@ def _segment(predictor: Any, objs: _Objects, hw: tuple[int, int]) -> tuple[np.nd
 
 # ---- the loop -------------------------------------------------------------------------------------
 @dataclass
-class StreamStats:
+class LoopStats:
+    """What every frame loop reports (``run_stream``; ``track_stream.run_track`` adds its own fields)."""
+
     source: str = ""
     live: bool = False
     drop: bool = False
@@ -325,8 +405,12 @@ class StreamStats:
     seconds: float = 0.0
     fps: float = 0.0  # processed frames per wall-clock second (incl. drawing/writing by callbacks)
     source_fps: float = 0.0
-    model_ms_mean: float = 0.0  # encoder + decoders + postprocess, per frame
+    model_ms_mean: float = 0.0  # model work per frame (encoder + decoders + postprocess / Tracker.track)
     latency_ms_mean: float = 0.0  # capture -> result ready (live sources: includes queueing)
+
+
+@dataclass
+class StreamStats(LoopStats):
     objects: int = 0
     lost_frames: int = 0  # object-frames whose mask was empty
 
@@ -359,30 +443,17 @@ def run_stream(
 
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be >= 1 (got {max_frames})")
-    if queue_size not in (1, 2):
-        raise InputError(f"queue_size must be 1 or 2 (got {queue_size})", hint="a longer queue only adds latency")
-    cap = None
-    if isinstance(source, (str, os.PathLike, int, np.integer)):
-        cap, info = open_source(os.fspath(source) if isinstance(source, os.PathLike) else source)
-        frames: Iterator[Frame] = _capture_frames(cap, info.live)
-    else:
-        info = SourceInfo("frames", live=True, fps=0.0, frame_count=-1)
-        frames = _iter_frames(source)
-    drop = info.live if drop is None else bool(drop)
-    stats = StreamStats(source=info.description, live=info.live, drop=drop, source_fps=info.fps, objects=len(prompts))
+    feed = FrameFeed(source, drop=drop, queue_size=queue_size, stop=stop)
+    info = feed.info
+    stats = StreamStats(source=info.description, live=info.live, drop=feed.drop, source_fps=info.fps,
+                        objects=len(prompts))
     objs = _Objects(prompts, track, track_margin)
-    queue = FrameQueue(queue_size, drop=drop)
-    stop = stop or threading.Event()
-    capture = _Capture(frames, queue, stop, cap)
     model_ms = latency_ms = 0.0
-    source_ended = False  # the producer finished (source exhausted), as opposed to max_frames / stop
     t_start = time.perf_counter()
-    capture.start()
-    try:
+    with feed:
         while max_frames is None or stats.frames_processed < max_frames:
-            frame = queue.get()
+            frame = feed.get()
             if frame is None:
-                source_ended = True
                 break
             t_got = time.perf_counter()
             hw = frame.image.shape[:2]
@@ -402,28 +473,12 @@ def run_stream(
                 on_result(FrameResult(frame.index, frame.t_ms, frame.image, masks, scores, used_points, used_boxes,
                                       boxes, areas, {"encode": (t_enc - t_got) * 1e3, "decode": (t_dec - t_enc) * 1e3}))
             latency_ms += (time.perf_counter() - t_got) * 1e3
-            if stop.is_set():
+            if feed.stop.is_set():
                 break
-    finally:
-        stop.set()
-        queue.close()
-        capture.join(timeout=5.0)
-    if capture.error is not None and not isinstance(capture.error, (KeyboardInterrupt, SystemExit)):
-        err = capture.error
-        if isinstance(err, InputError):
-            raise err
-        raise InputError(f"reading {info.description} failed: {type(err).__name__}: {err}")
-    if source_ended and stats.frames_processed == 0 and capture.read == 0:
-        raise InputError(
-            f"source {info.description} yielded no frames (OpenCV opened it but could not decode a single frame)",
-            hint="check that the file is a complete, non-empty video (e.g. `ffprobe FILE`), re-encode it "
-            "to MP4/H.264 or AVI/MJPG, or check the camera/stream is delivering images",
-        )
+    feed.check(stats.frames_processed)
     stats.seconds = time.perf_counter() - t_start
-    # Frames still in flight when the consumer stopped (max_frames, stop) were never offered to the
-    # model: not counted, so that read = processed + dropped.
-    stats.frames_read = capture.read - queue.discarded
-    stats.frames_dropped = queue.dropped
+    stats.frames_read = feed.read
+    stats.frames_dropped = feed.dropped
     n = max(1, stats.frames_processed)
     stats.fps = stats.frames_processed / stats.seconds if stats.seconds > 0 and stats.frames_processed else 0.0
     stats.model_ms_mean = model_ms / n
@@ -481,21 +536,37 @@ class VideoSink:
 
 
 class FrameDirSink:
-    """Annotated frames -> ``DIR/frame_<index>.png`` (each written atomically)."""
+    """Annotated frames -> ``DIR/frame_<index>.png`` (each written atomically). ``close(commit=False)``
+    removes the frames this sink wrote, and the folder if the sink created it and it is left empty."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(f"{self.folder} exists and is not a directory", hint="pass a new or existing directory for the PNG frames")
+        self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.frames = 0
+        self._written: list[Path] = []
 
     def write(self, rgb: np.ndarray, index: int) -> None:
         from .overlay import write_png
 
-        write_png(self.folder / f"frame_{index:06d}.png", rgb)
+        path = self.folder / f"frame_{index:06d}.png"
+        write_png(path, rgb)
+        self._written.append(path)
         self.frames += 1
 
     def close(self, commit: bool = True) -> None:
-        pass
+        if commit:
+            return
+        for path in self._written:
+            path.unlink(missing_ok=True)
+        self._written.clear()
+        if self._created:
+            try:
+                self.folder.rmdir()
+            except OSError:  # not empty (someone else wrote there): leave it
+                pass
 
 
 class JsonlSink:

@@ -47,6 +47,12 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int], interpolation: str
         import cv2
 
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    if interpolation == "bilinear_float":
+        # F.interpolate(mode="bilinear", align_corners=False) on the float image, no antialias
+        # (EfficientSAM's preprocess); OpenCV's float INTER_LINEAR samples the same two taps.
+        import cv2
+
+        return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     raise InputError(f"unknown interpolation {interpolation!r} in the model contract")
 
 
@@ -165,11 +171,18 @@ def upscale_masks(
     return out.reshape(*lead, H, W)
 
 
-def resize_masks_direct(low_res: np.ndarray, original_hw: tuple[int, int], threshold: float | None = 0.0) -> np.ndarray:
+def resize_masks_direct(low_res: np.ndarray, original_hw: tuple[int, int], threshold: float | None = 0.0,
+                        interpolation: str = "bilinear") -> np.ndarray:
     """SAM2's post-processing: low-res logits ``[..., L, L]`` resized straight to the original
     ``(H, W)`` (bilinear, half-pixel centres = ``F.interpolate(align_corners=False)``), then thresholded
-    (``threshold=None`` returns float32 logits). The stretch resize has no padding to crop."""
+    (``threshold=None`` returns float32 logits). The stretch resize has no padding to crop.
+    ``interpolation="bicubic"`` (EfficientSAM): ``F.interpolate(mode="bicubic")``'s a = -0.75 kernel
+    with clamped borders, which OpenCV's INTER_CUBIC also uses."""
     import cv2
+
+    modes = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+    if interpolation not in modes:
+        raise InputError(f"unknown mask interpolation {interpolation!r} in the model contract")
 
     low_res = np.asarray(low_res, dtype=np.float32)
     lead, size = low_res.shape[:-2], low_res.shape[-2:]
@@ -177,7 +190,7 @@ def resize_masks_direct(low_res: np.ndarray, original_hw: tuple[int, int], thres
     flat = low_res.reshape(-1, *size)
     out = np.empty((flat.shape[0], H, W), dtype=np.float32 if threshold is None else np.bool_)
     for i, m in enumerate(flat):
-        up = cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR)
+        up = cv2.resize(m, (W, H), interpolation=modes[interpolation])
         if threshold is None:
             out[i] = up
         else:

@@ -17,3 +17,4 @@ from fixtures_export import *  # noqa: E402,F401,F403
 from fixtures_runtime import *  # noqa: E402,F401,F403
 from fixtures_calibration import *  # noqa: E402,F401,F403
 from fixtures_trt import *  # noqa: E402,F401,F403
+from fixtures_video import sam2_video_model  # noqa: E402,F401

@@ -54,6 +54,10 @@ def corpus(tmp_path_factory, photos, exported_model_dir):
     (inp / "boxes_broken.json").write_text("[[1, 2, 3, 4]")
     (inp / "boxes_huge.json").write_text(json.dumps([[0, 0, 1e39, 10]]))
     (inp / "taken").write_text("an existing file\n")
+    vw = cv2.VideoWriter(str(inp / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (128, 96))  # 4 frames
+    for i in range(4):
+        vw.write(cv2.cvtColor(np.ascontiguousarray(photos["chelsea"][i * 4: i * 4 + 96, 100:228]), cv2.COLOR_RGB2BGR))
+    vw.release()
 
     models = root / "models"
     models.mkdir()
@@ -130,6 +134,25 @@ CASES = [
     ("stream-missing-source", "stream {in}/none.mp4 --model-dir {model} --box 1,1,9,9 --out {out}.mp4", "none.mp4"),
     ("stream-empty-video", "stream {in}/empty.mp4 --model-dir {model} --box 1,1,9,9 --out {out}.mp4", "empty.mp4"),
     ("stream-bad-box", "stream {in}/empty.mp4 --model-dir {model} --box 1,1,9 --out {out}.mp4", "--box"),
+    # ---- track (the shared export has no video graphs: everything but that case fails before it is opened)
+    ("track-missing-source", "track {in}/none.mp4 --model-dir {model} --box 1:1,1,9,9 --out {out}.mp4", "none.mp4"),
+    ("track-empty-video", "track {in}/empty.mp4 --model-dir {model} --box 1:1,1,9,9 --out {out}.mp4", "empty.mp4"),
+    ("track-box-no-id", "track {in}/clip.avi --model-dir {model} --box 1,1,9,9 --out {out}.mp4", "object id"),
+    ("track-point-1e39", "track {in}/clip.avi --model-dir {model} --point 1:1e39,5 --out {out}.mp4", "float32"),
+    ("track-point-outside", "track {in}/clip.avi --model-dir {model} --point 1:129,5 --out {out}.mp4", "outside"),
+    ("track-remove-unknown", "track {in}/clip.avi --model-dir {model} --box 1:1,1,9,9 --at 2 --remove 7 --out {out}.mp4",
+     "not tracked"),
+    ("track-frame-beyond", "track {in}/clip.avi --model-dir {model} --at 9 --box 1:1,1,9,9 --out {out}.mp4", "4 frames"),
+    ("track-prompts-missing", "track {in}/clip.avi --model-dir {model} --prompts {in}/none.json --out {out}.mp4", "none.json"),
+    ("track-prompts-broken", "track {in}/clip.avi --model-dir {model} --prompts {in}/boxes_broken.json --out {out}.mp4",
+     "boxes_broken"),
+    ("track-prompts-schema", "track {in}/clip.avi --model-dir {model} --prompts {in}/boxes_shape.json --out {out}.mp4",
+     "boxes_shape"),
+    ("track-missing-model", "track {in}/clip.avi --model-dir {in}/no_model --box 1:1,1,9,9 --out {out}.mp4", "no_model"),
+    ("track-tampered-model", "track {in}/clip.avi --model-dir {models}/tampered --box 1:1,1,9,9 --out {out}.mp4",
+     "encoder.onnx"),
+    ("track-no-video-graphs", "track {in}/clip.avi --model-dir {model} --box 1:1,1,9,9 --out {out}.mp4 --json {out}.jsonl",
+     "no video graphs"),
     # ---- export
     ("export-unknown-model", "export --model vit_z --random-weights --out {out}", "vit_z"),
     ("import-missing-encoder", "import {in}/none.onnx --out {out}", "none.onnx"),

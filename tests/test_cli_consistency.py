@@ -35,7 +35,7 @@ def test_check_accepts_providers_and_hidden_provider_alias(capsys):
     text = _help("check", capsys)
     assert "--providers" in text and not re.search(r"--provider\b(?!s)", text)
     # the same spelling as predict / bench / stream
-    for cmd in ("predict", "bench", "stream", "everything"):
+    for cmd in ("predict", "bench", "stream", "everything", "track"):
         assert "--providers" in _help(cmd, capsys)
 
 

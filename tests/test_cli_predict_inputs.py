@@ -20,7 +20,7 @@ def photo_file(tmp_path_factory, photos):
 
 
 @pytest.mark.parametrize("prompt, says", [
-    (["--point", "200,150,7"], "label 7 is not 0 or 1"),
+    (["--point", "200,150,7"], "label 7 is not 0, 1 or -2"),
     (["--box", "400,20,50,280"], "inverted"),
     (["--point", "1e39,5"], "finite float32"),
     (["--point", "-5,180"], "outside the 451x300 image"),      # a negative value parses (no argparse error)

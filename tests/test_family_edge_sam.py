@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 import pytest
+from fixtures_families import iou, prompt_suite  # noqa: E402
 import torch
 
 IOU_MIN = 0.99
@@ -235,11 +236,6 @@ def test_export_passes_fp32_check(setup, photos):
 
 
 # ---- 3./4. Predictor vs SamPredictor ----------------------------------------------------------------
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 @pytest.fixture(scope="module")
 def predictors(setup):
     from samdeploy.runtime import Predictor
@@ -274,21 +270,6 @@ def _oracle_state(official, features, image):
     official.input_size = tuple(official.transform.get_preprocess_shape(h, w, official.transform.target_length))
     official.features = torch.as_tensor(np.array(features))
     official.is_image_set = True
-
-
-def prompt_suite(h: int, w: int) -> dict[str, dict]:
-    def pt(fx, fy):
-        return [min(w - 1, fx * w), min(h - 1, fy * h)]
-
-    box = np.array([0.1 * w, 0.15 * h, 0.75 * w, 0.9 * h])
-    return {
-        "click": {"point_coords": np.array([pt(0.45, 0.5)]), "point_labels": np.array([1])},
-        "clicks+neg": {"point_coords": np.array([pt(0.3, 0.4), pt(0.7, 0.6), pt(0.5, 0.2)]),
-                       "point_labels": np.array([1, 0, 1])},
-        "label-2": {"point_coords": np.array([pt(0.45, 0.5), pt(0.2, 0.8)]), "point_labels": np.array([1, -2])},
-        "box": {"box": box},
-        "box+neg": {"box": box, "point_coords": np.array([pt(0.6, 0.3)]), "point_labels": np.array([0])},
-    }
 
 
 def _compare(got, ref, what, stats):
@@ -332,12 +313,12 @@ def _both_scorings(by_iou, default, official, what, stats, ours_kw, oracle_kw):
 
 # Which prompts run on which image (CI time: every prompt kind on 'chelsea', and on the awkward sizes).
 _CASES = {
-    "chelsea": [("click", True), ("click", False), ("clicks+neg", True), ("label-2", True), ("label-2", False),
-                ("box", False), ("box+neg", True)],
-    "retina_1411": [("box+neg", False), ("label-2", True)],
-    "row_1x300": [("clicks+neg", False), ("box", True)],
-    "col_300x1": [("click", True), ("box+neg", False)],
-    "odd_333x517": [("label-2", False), ("clicks+neg", True)],
+    "chelsea": [("click", True), ("click", False), ("clicks_neg", True), ("label-2", True), ("label-2", False),
+                ("box", False), ("box_click", True)],
+    "retina_1411": [("box_click", False), ("label-2", True)],
+    "row_1x300": [("clicks_neg", False), ("box", True)],
+    "col_300x1": [("click", True), ("box_click", False)],
+    "odd_333x517": [("label-2", False), ("clicks_neg", True)],
 }
 _NO_POINTS = ("chelsea", "odd_333x517", "col_300x1")  # 4. no prompt / mask only
 
@@ -359,7 +340,7 @@ def test_predictor_matches_oracle_predictor(predictors, setup, test_images, name
         _oracle_state(official, by_iou.get_image_embedding(), img)
     assert by_iou.input_size == tuple(official.input_size)
     stats: dict = {}
-    suite = prompt_suite(h, w)
+    suite = prompt_suite(h, w, zero_token=True)
     last = None
     for prompt, multimask in _CASES[name]:
         kw = suite[prompt]
@@ -388,3 +369,23 @@ def test_models_list_shows_non_commercial_licence():
     assert len(rows) == 2, res.stdout
     for row in rows:
         assert "NON-COMMERCIAL" in row.upper(), row
+
+
+def test_cli_predict_accepts_label_minus_2_for_edge_sam_only(setup, photos, fake_model_dir, tmp_path, capsys):
+    """``samdeploy predict --point X,Y,-2`` reaches EdgeSAM's zero token; a model without it refuses the
+    label with a typed error (exit 2) before anything is written."""
+    import cv2
+
+    from samdeploy.cli.main import main
+
+    export = setup.out
+    image = tmp_path / "cat.png"
+    cv2.imwrite(str(image), cv2.cvtColor(photos["chelsea"], cv2.COLOR_RGB2BGR))
+    out = tmp_path / "edge"
+    assert main(["predict", str(image), "--model-dir", str(export), "--point", "200,150",
+                 "--point", "100,80,-2", "--out", str(out), "--threads", "2"]) == 0
+    assert (out / "overlay.png").exists()
+    capsys.readouterr()
+    assert main(["predict", str(image), "--model-dir", str(fake_model_dir), "--point", "200,150,-2",
+                 "--out", str(tmp_path / "other")]) == 2
+    assert "-2" in capsys.readouterr().err and not (tmp_path / "other").exists()

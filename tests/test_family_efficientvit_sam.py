@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 import pytest
+from fixtures_families import iou, prompt_suite, rel_l2  # noqa: E402
 import torch
 
 pytest.importorskip("efficientsam")
@@ -87,16 +88,6 @@ def official_set_image(official_predictor, image: np.ndarray, embedding: np.ndar
     finally:
         model.image_encoder = real
     return stub.seen
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def rel_l2(got, ref) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
 
 def assert_same(ours, official, what: str) -> None:
@@ -176,20 +167,6 @@ def chelsea_embeddings(l0, predictors, test_images):
         torch_emb = sam.encode(torch.from_numpy(x)).numpy()
     ours_p.set_image(img)
     return official_p.features.numpy().copy(), torch_emb, ours_p.get_image_embedding().copy()
-
-
-def prompt_suite(h: int, w: int) -> dict[str, dict]:
-    def pt(fx, fy):
-        return [min(w - 1, fx * w), min(h - 1, fy * h)]
-
-    box = np.array([0.1 * w, 0.15 * h, 0.75 * w, 0.9 * h])
-    return {
-        "click": {"point_coords": np.array([pt(0.45, 0.5)]), "point_labels": np.array([1])},
-        "clicks_neg": {"point_coords": np.array([pt(0.3, 0.4), pt(0.7, 0.6), pt(0.5, 0.2)]),
-                       "point_labels": np.array([1, 0, 1])},
-        "box": {"box": box},
-        "box_click": {"box": box, "point_coords": np.array([pt(0.6, 0.3)]), "point_labels": np.array([0])},
-    }
 
 
 # ---- 1. official checkpoint layout, PyTorch parity ---------------------------------------------

@@ -34,6 +34,7 @@ import warnings
 
 import numpy as np
 import pytest
+from fixtures_families import iou, prompt_suite, rel_l2  # noqa: E402
 import torch
 
 pytest.importorskip("segment_anything_hq")
@@ -67,16 +68,6 @@ def _fp(t) -> str:
     if flat.size > 65536:
         flat = np.concatenate([flat[::61], [flat.sum(dtype=np.float64)]])
     return hashlib.blake2b(flat.tobytes(), digest_size=16).hexdigest() + str(a.shape) + str(a.dtype)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def rel_l2(got, ref) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
 
 # ---- memoisation (see the module docstring) ---------------------------------------------------------
@@ -222,20 +213,6 @@ def _oracle_state(official, features, interm, hw):
     official.features = tensor(features)
     official.interm_features = [tensor(t) for t in interm]
     official.is_image_set = True
-
-
-def prompt_suite(h: int, w: int) -> dict[str, dict]:
-    def pt(fx, fy):
-        return [min(w - 1, fx * w), min(h - 1, fy * h)]
-
-    box = np.array([0.1 * w, 0.15 * h, 0.75 * w, 0.9 * h])
-    return {
-        "click": {"point_coords": np.array([pt(0.45, 0.5)]), "point_labels": np.array([1])},
-        "clicks_neg": {"point_coords": np.array([pt(0.3, 0.4), pt(0.7, 0.6), pt(0.5, 0.2)]),
-                       "point_labels": np.array([1, 0, 1])},
-        "box": {"box": box},
-        "box_click": {"box": box, "point_coords": np.array([pt(0.6, 0.3)]), "point_labels": np.array([0])},
-    }
 
 
 def assert_same(got, ref, what: str) -> None:

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 import pytest
+from fixtures_families import iou, prompt_suite, rel_l2, sam2_config as _config, sam2_oracle_on_meta as _oracle_on_meta  # noqa: E402
 import torch
 
 pytest.importorskip("hydra")
@@ -45,38 +46,6 @@ OBJ = "object_score_logits"
 
 MEASURED: dict[str, float] = {"iou_min": 1.0, "score_max_abs": 0.0, "low_res_max_abs": 0.0, "obj_max_abs": 0.0,
                               "cases": 0}
-
-
-def _config(name: str) -> str:
-    return ("configs/sam2.1/" if name.startswith("sam2.1") else "configs/sam2/") + name + ".yaml"
-
-
-def _oracle_on_meta(name: str) -> torch.nn.Module:
-    """The official SAM2Base of ``name`` on the meta device (hydra instantiate of its config)."""
-    import sam2.build_sam  # noqa: F401  (initialises hydra's config module)
-    from hydra import compose
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    cfg = compose(config_name=_config(name))
-    OmegaConf.resolve(cfg)
-    linspace = torch.linspace  # Hiera calls .item() on its drop-path schedule: keep that on the CPU
-    torch.linspace = lambda *a, **k: linspace(*a, **{**k, "device": "cpu"})
-    try:
-        with torch.device("meta"):
-            return instantiate(cfg.model, _recursive_=True)
-    finally:
-        torch.linspace = linspace
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def rel_l2(got, ref) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
 
 # ---- fixtures ----------------------------------------------------------------------------------------
@@ -207,20 +176,6 @@ def assert_same(ours, official, spy, got, ref, what: str) -> None:
     assert score <= SCORE_TOL, f"{what}: scores {s1} vs {s2}"
     assert low <= 1e-3 * max(1.0, float(np.abs(l2).max())), f"{what}: low-res logits differ by {low}"
     assert obj <= 1e-3 * max(1.0, float(np.abs(o2).max())), f"{what}: object scores {o1} vs {o2}"
-
-
-def prompt_suite(h: int, w: int) -> dict[str, dict]:
-    def pt(fx, fy):
-        return [min(w - 1, fx * w), min(h - 1, fy * h)]
-
-    box = np.array([0.1 * w, 0.15 * h, 0.75 * w, 0.9 * h])
-    return {
-        "click": {"point_coords": np.array([pt(0.45, 0.5)]), "point_labels": np.array([1])},
-        "clicks_neg": {"point_coords": np.array([pt(0.3, 0.4), pt(0.7, 0.6), pt(0.5, 0.2)]),
-                       "point_labels": np.array([1, 0, 1])},
-        "box": {"box": box},
-        "box_click": {"box": box, "point_coords": np.array([pt(0.6, 0.3)]), "point_labels": np.array([0])},
-    }
 
 
 def compare(predictors, prompt: dict, multimask: bool, what: str):

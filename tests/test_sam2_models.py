@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_families import sam2_config as _config, sam2_oracle_on_meta as _oracle_on_meta  # noqa: E402
 import torch
 
 from samdeploy.models.sam2 import SAM2_OUTPUT_NAMES, SAM2_VARIANTS, build_sam2_image, random_sam2_image, sam2_variant_of
@@ -51,27 +52,6 @@ def sam2_pkg():
             "SAMDEPLOY_SAM2_SRC) and `pip install hydra-core iopath`"
         )
     return pkg, build_sam
-
-
-def _config(name: str) -> str:
-    return ("configs/sam2.1/" if name.startswith("sam2.1") else "configs/sam2/") + name + ".yaml"
-
-
-def _oracle_on_meta(name: str) -> torch.nn.Module:
-    """The official SAM2Base of ``name`` on the meta device (hydra instantiate of its config)."""
-    from hydra import compose
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    cfg = compose(config_name=_config(name))
-    OmegaConf.resolve(cfg)
-    linspace = torch.linspace  # Hiera calls .item() on its drop-path schedule: keep that on the CPU
-    torch.linspace = lambda *a, **k: linspace(*a, **{**k, "device": "cpu"})
-    try:
-        with torch.device("meta"):
-            return instantiate(cfg.model, _recursive_=True)
-    finally:
-        torch.linspace = linspace
 
 
 @pytest.mark.parametrize("name", sorted(SAM2_VARIANTS))

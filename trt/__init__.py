@@ -9,6 +9,7 @@ neither TensorRT nor a GPU::
     manifest.py         engine manifest + refusal of engines built for another TensorRT/GPU
     environment.py      TensorRT/CUDA/cuDNN/GPU/JetPack/nvpmodel probe
     preflight.py        ONNX checks for TensorRT's parser (doctor)
+    known_issues.py     TensorRT versions known to miscompile a family's graph (doctor, build, manifest)
     build.py            plan_build (no TensorRT) + build_engine (TensorRT 10.x / 11.x Python API)
     api_surface/        the real TensorRT Python API per version (scripts/record_trt_api.py)
 """

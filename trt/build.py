@@ -89,16 +89,24 @@ class BuildPlan:
     timing_cache: str
     notes: list[str] = field(default_factory=list)
     trtexec: str = ""
+    # TensorRT bugs known to hit this graph on the target version (known_issues.KnownIssue.to_dict());
+    # printed as warnings by `samdeploy build` and recorded in the engine manifest
+    known_issues: list[dict] = field(default_factory=list)
 
 
 def has_qdq(model) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
-def plan_build(onnx_path: str, out_dir: str, options: BuildOptions, trt_major: int) -> BuildPlan:
-    """Decide everything about a build without TensorRT (see module docstring)."""
+def plan_build(onnx_path: str, out_dir: str, options: BuildOptions, trt_major: int,
+               trt_version: Optional[Sequence[int]] = None) -> BuildPlan:
+    """Decide everything about a build without TensorRT (see module docstring).
+
+    ``trt_version`` = the target TensorRT as (major, minor) when known (the installed one); without
+    it only ``trt_major`` is known, and version-dependent known issues are judged on that."""
     import onnx  # noqa: PLC0415
 
+    from .known_issues import known_issues  # noqa: PLC0415
     from .mixed_precision import fp32_nodes  # noqa: PLC0415
 
     options.validate()
@@ -160,6 +168,7 @@ def plan_build(onnx_path: str, out_dir: str, options: BuildOptions, trt_major: i
         has_qdq=qdq,
         timing_cache=options.timing_cache or str(out / "timing.cache"),
         notes=notes,
+        known_issues=[i.to_dict() for i in known_issues(contract, role, tuple(trt_version or (trt_major,)))],
     )
     plan.trtexec = trtexec_command(
         TrtexecPlan(
@@ -242,6 +251,17 @@ def import_tensorrt():
     return trt
 
 
+def kept_layer(layer_name: str, keep: set[str]) -> bool:
+    """Whether a TensorRT layer comes from an ONNX node in ``keep``. TensorRT's ONNX parser names a
+    node's layers through ``generateUniqueName(…, basename=node name)`` (onnx-tensorrt
+    ``ImporterContext::registerLayer``): the first keeps the node name; further layers of the same
+    node are assumed to get a numeric ``_<n>`` suffix (not verified against a real TensorRT here)."""
+    if layer_name in keep:
+        return True
+    base, sep, suffix = layer_name.rpartition("_")
+    return bool(sep) and suffix.isdigit() and base in keep
+
+
 def _configure_weak_typing_trt10(trt, network, config, plan: BuildPlan) -> list[str]:
     """TensorRT 10 weak typing (removed in 11; the API-name test holds these names to TRT 10.x only):
     enable FP16 (+ INT8 for Q/DQ graphs), pin the kept layers (by ONNX node name) and every
@@ -252,11 +272,14 @@ def _configure_weak_typing_trt10(trt, network, config, plan: BuildPlan) -> list[
     if plan.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ network; no calibrator
     keep = set(plan.fp32_layers)
+    # INormalizationLayer accumulates in FP32 by default even with BuilderFlag.FP16 (TensorRT 10
+    # developer guide, "Control of Computational Precision"); pinning it also keeps its input and
+    # output FP32, so the residual stream around it is not rounded to FP16 there.
     always = (trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX)
     pinned = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.name not in keep and layer.type not in always:
+        if not kept_layer(layer.name, keep) and layer.type not in always:
             continue
         layer.precision = trt.float32
         for j in range(layer.num_outputs):
@@ -335,6 +358,13 @@ def build_engine(
         t = network.get_output(i)
         io[t.name] = {"mode": "output", "dtype": str(t.dtype)}
     contract, _ = read_onnx_contract(plan.source_onnx)
+    from .known_issues import known_issues, parse_trt_version  # noqa: PLC0415
+
+    built_with = parse_trt_version(env.tensorrt)  # the TensorRT that really built it decides
+    issues = ([i.to_dict() for i in known_issues(contract, plan.role, built_with)] if built_with
+              else list(plan.known_issues))
+    for issue in issues:
+        log(f"warning: {plan.role} engine: {issue['message']}; {issue['remedy']}")
     manifest = EngineManifest(
         role=plan.role,
         precision=plan.precision,
@@ -360,6 +390,7 @@ def build_engine(
         trtexec=plan.trtexec,
         samdeploy_version=__version__,
         created_utc=now_utc(),
+        known_issues=issues,
     )
     write_manifest(plan.engine_path, manifest)
     return manifest

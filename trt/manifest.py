@@ -52,6 +52,9 @@ class EngineManifest:
     samdeploy_version: str = ""
     created_utc: str = ""
     schema: str = SCHEMA
+    # TensorRT bugs known to affect this engine's graph on the TensorRT that built it
+    # (samdeploy.trt.known_issues; e.g. the SAM2 decoder miscompile before 10.9). Older manifests: [].
+    known_issues: list[dict[str, Any]] = field(default_factory=list)
 
     # -- convenience --------------------------------------------------------------------------
     @property

@@ -6,7 +6,9 @@ Each :class:`Finding` has a severity (``error`` = the build fails or the engine 
 input concerned, and a fix hint. Sources: onnx-tensorrt ``docs/operators.md`` (TRT 10.x: opset 9..20
 for 10.0, 9..24 for 10.15+), TensorRT's explicit-quantization rules (ptq.md §3a) and the SAM-family
 failure catalogue (anchors T1/T2: ``orig_im_size`` shape tensor, OneHot/Tile from repeat_interleave,
-decomposed LayerNorm in FP16).
+decomposed LayerNorm in FP16), plus the TensorRT versions known to build a family's graph but compute
+wrong results (:mod:`.known_issues`, e.g. the SAM2 mask decoder before TensorRT 10.9): warnings
+decided from the file's contract.
 """
 
 from __future__ import annotations
@@ -245,8 +247,9 @@ def check_qdq(model, inits: dict, consts: dict, opset: int) -> list[Finding]:
     return out
 
 
-def contract_findings(path: str) -> tuple[list[Finding], Optional[str]]:
-    """Whether the file carries the samdeploy contract, and its I/O matches it."""
+def contract_findings(path: str, trt_version: Optional[tuple[int, int]] = None) -> tuple[list[Finding], Optional[str]]:
+    """Whether the file carries the samdeploy contract, its I/O matches it, and the known TensorRT
+    miscompiles of its family on ``trt_version`` (None: TensorRT 10.3, JetPack 6)."""
     from ..contract import read_onnx_contract  # noqa: PLC0415
     from ..errors import ContractError  # noqa: PLC0415
 
@@ -265,7 +268,16 @@ def contract_findings(path: str) -> tuple[list[Finding], Optional[str]]:
     if want and (set(ins) != set(want[0]) or set(outs) != set(want[1])):
         return [Finding(ERROR, "contract-io", f"{role} I/O {ins} -> {outs} differ from the contract {want[0]} -> {want[1]}",
                         "re-export with `samdeploy export`")], role
-    return [], role
+    return known_issue_findings(contract, role, trt_version), role
+
+
+def known_issue_findings(contract, role: str, trt_version: Optional[tuple[int, ...]]) -> list[Finding]:
+    """TensorRT miscompiles known for this contract's graph on the target (:mod:`.known_issues`):
+    warnings, since the engine builds; ``None`` = the default target, TensorRT 10.3 (JetPack 6)."""
+    from .known_issues import ASSUMED_TARGET, known_issues  # noqa: PLC0415
+
+    return [Finding(WARNING, i.code, i.message, i.remedy, role)
+            for i in known_issues(contract, role, trt_version if trt_version is not None else ASSUMED_TARGET)]
 
 
 def check_file(path: str, trt_version: Optional[tuple[int, int]] = None) -> list[Finding]:
@@ -281,7 +293,7 @@ def check_file(path: str, trt_version: Optional[tuple[int, int]] = None) -> list
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:
         raise InputError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
-    found, _ = contract_findings(path)
+    found, _ = contract_findings(path, trt_version)
     return found + check_model(model, trt_version)
 
 

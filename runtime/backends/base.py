@@ -63,10 +63,10 @@ from typing import Any, Mapping, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
-from ...contract import ModelContract
+from ...contract import VIDEO_GRAPHS, ModelContract
 from ...errors import InputError
 
-ROLES = ("encoder", "decoder")
+ROLES = ("encoder", "decoder", *VIDEO_GRAPHS)  # the video graphs: `samdeploy export --video`
 
 
 @runtime_checkable

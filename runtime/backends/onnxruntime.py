@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ..._io import EXPORT_STAGING_PREFIX, verify_sha256_cached
-from ...contract import ModelContract, read_onnx_contract
+from ...contract import VIDEO_CONSTANTS, VIDEO_GRAPHS, ModelContract, read_onnx_contract
 from ...errors import BackendUnavailableError, ContractError, InputError, MissingFileError
 from .base import BackendBase
 from .ort_lowering import lower_file_for_cpu
@@ -272,6 +272,12 @@ def find_files_in_dir(model_dir: str, exts: tuple[str, ...], defaults: tuple[str
                         if isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str):
                             size = f.get("size")
                             to_verify.append((f["path"], size if isinstance(size, int) else None, f["sha256"]))
+        for role in (*VIDEO_GRAPHS, VIDEO_CONSTANTS):  # `export --video`: the tracker's files are checked too
+            entry = files.get(role)
+            for f in ([entry, *(entry.get("external_data") or [])] if isinstance(entry, dict) else []):
+                if isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str):
+                    size = f.get("size")
+                    to_verify.append((f["path"], size if isinstance(size, int) else None, f["sha256"]))
     except (OSError, ValueError, AttributeError) as exc:
         raise ContractError(
             f"{man} is not a readable samdeploy manifest ({type(exc).__name__})",
