@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..contract import VIDEO_GRAPHS
+
 HELP = "build TensorRT engines (fp32/fp16/int8) from exported ONNX"
 
 
@@ -13,13 +15,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
                    help="int8 = explicit quantization from the QDQ file of `samdeploy calibrate`, FP16 elsewhere")
     p.add_argument("--out", help="engine directory (default: <first input dir>/engines-<precision>)")
-    p.add_argument("--graphs", default="encoder,decoder", help="which graphs to build (default: both)")
+    p.add_argument("--graphs", default="encoder,decoder",
+                   help="comma-separated graphs to build: encoder, decoder, memory_attention, memory_encoder, "
+                   "track_decoder; 'video' = the three video graphs of an `export --video` directory, "
+                   "'all' = every graph found (default: encoder,decoder)")
     p.add_argument("--max-prompts", type=int, default=16, help="decoder profile: largest prompt batch B")
     p.add_argument("--opt-prompts", type=int, default=None, help="decoder profile: B to optimise for (default 1)")
     p.add_argument("--max-points", type=int, default=8,
                    help="decoder profile: largest N points per prompt, counting box corners and the padding point")
     p.add_argument("--opt-points", type=int, default=None, help="decoder profile: N to optimise for (default 2)")
     p.add_argument("--max-images", type=int, default=1, help="encoder profile: largest image batch (dynamic-batch exports)")
+    p.add_argument("--max-objects", type=int, default=4,
+                   help="video graphs: most objects per call (the Tracker splits more objects into chunks)")
+    p.add_argument("--opt-objects", type=int, default=None, help="video graphs: objects to optimise for (default 1)")
+    p.add_argument("--max-cond-frames", type=int, default=4,
+                   help="video graphs: most prompted (conditioning) frames per object; memory frames = 6 + this, "
+                   "object pointers = 15 + this")
     p.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
     p.add_argument("--timing-cache", default=None, help="timing cache file, read and updated (default: <out>/timing.cache)")
     p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core with GPU fallback (Jetson AGX/NX)")
@@ -50,6 +61,27 @@ def calibration_target_warnings(path: str, role: str) -> list[str]:
     return []
 
 
+def select_graphs(spec: str, found) -> list[str]:
+    """``--graphs`` -> roles in build order; ``video`` = the three video graphs, ``all`` = what was found."""
+    from ..errors import InputError
+
+    known = ("encoder", "decoder", *VIDEO_GRAPHS)
+    out: list[str] = []
+    for g in (x.strip() for x in str(spec).split(",")):
+        if not g:
+            continue
+        names = VIDEO_GRAPHS if g == "video" else ([r for r in known if r in found] if g == "all" else (g,))
+        for n in names:
+            if n not in known:
+                raise InputError(f"--graphs: unknown graph {n!r}",
+                                 hint=f"use any of {', '.join(known)}, or 'video' / 'all'")
+            if n not in out:
+                out.append(n)
+    if not out:
+        raise InputError("--graphs names no graph", hint="e.g. --graphs encoder,decoder or --graphs all")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..trt.build import BuildOptions, build_engine, find_onnx_graphs, plan_build, write_parse_onnx
@@ -58,16 +90,20 @@ def run(args: argparse.Namespace) -> int:
     options = BuildOptions(
         precision=args.precision, max_prompts=args.max_prompts, opt_prompts=args.opt_prompts,
         max_points=args.max_points, opt_points=args.opt_points, max_images=args.max_images,
+        max_objects=args.max_objects, opt_objects=args.opt_objects, max_cond_frames=args.max_cond_frames,
         workspace_mb=args.workspace_mb, timing_cache=args.timing_cache, dla_core=args.dla_core,
         builder_optimization_level=args.opt_level, keep_fp32=tuple(args.keep_fp32), strongly_typed=args.strongly_typed,
     )
     options.validate()
     # The inputs first: a wrong path is reported as such, on any machine, before TensorRT is probed.
-    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
     found = find_onnx_graphs(args.inputs, args.precision)
+    graphs = select_graphs(args.graphs, found)
     missing = [g for g in graphs if g not in found]
     if missing:
-        raise InputError(f"no {', '.join(missing)} ONNX among {args.inputs}", hint="pass the export directory or the files")
+        video = [g for g in missing if g in VIDEO_GRAPHS]
+        raise InputError(f"no {', '.join(missing)} ONNX among {args.inputs}",
+                         hint=("export the video graphs with `samdeploy export --model sam2.1_hiera_t --video --out DIR`"
+                               if video else "pass the export directory or the files"))
     env = probe()
     major = env.trt_major
     if major is None:

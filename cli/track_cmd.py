@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-dir", required=True,
                    help="a SAM2/SAM2.1 export with video graphs (`samdeploy export --model sam2.1_hiera_t --video`)")
     g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"], help="inference backend")
+    g.add_argument("--engine-dir", default=None,
+                   help="--backend tensorrt: the engines of `samdeploy build --graphs all` when they are not in an "
+                   "engines* directory inside --model-dir")
     g.add_argument("--providers", default=None,
                    help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
     g.add_argument("--threads", type=int, default=None, help="intra-op threads (default: backend default)")
@@ -329,11 +332,16 @@ def run(args: argparse.Namespace) -> int:
     if known_length:
         prompts.check_length(info.frame_count, info.description)
 
+    if args.engine_dir is not None and args.backend != "tensorrt":
+        from ..errors import InputError
+
+        raise InputError("--engine-dir names TensorRT engines; it needs --backend tensorrt",
+                         hint="drop --engine-dir to track with the ONNX files of --model-dir")
     tracker = tracker_module.Tracker(
         args.model_dir, backend=args.backend, providers=args.providers, threads=args.threads,
         num_frames=info.frame_count if known_length else None, memory_storage=args.memory_storage,
         fill_hole_area=args.fill_hole_area, max_objects=args.max_objects,
-        allow_outside_points=args.allow_outside_points)
+        allow_outside_points=args.allow_outside_points, graph_dir=args.engine_dir)
     sink = jsonl = None
     progress = _Progress(info.frame_count if known_length else -1,
                          not args.quiet and not args.summary_json and sys.stderr.isatty())

@@ -5,7 +5,9 @@
 #
 # Environment: PRECISIONS (default "fp16 fp32"; add int8 when a QDQ file from `samdeploy calibrate`
 # is in EXPORT_DIR or CALIB_DIR), MAX_PROMPTS (16), MAX_POINTS (8), WORKSPACE_MB (2048 — keep it
-# small on an 8 GB Orin Nano), DLA_CORE (unset = GPU only), CALIB_DIR (extra directory with QDQ ONNX).
+# small on an 8 GB Orin Nano), DLA_CORE (unset = GPU only), CALIB_DIR (extra directory with QDQ ONNX),
+# GRAPHS (default "all": encoder, decoder and, for an `export --video` directory, the three video
+# graphs), MAX_OBJECTS (4: objects per video-graph call), MAX_COND_FRAMES (4: prompted frames per object).
 set -euo pipefail
 
 if [ "$#" -lt 1 ]; then
@@ -18,6 +20,9 @@ precisions=${PRECISIONS:-"fp16 fp32"}
 max_prompts=${MAX_PROMPTS:-16}
 max_points=${MAX_POINTS:-8}
 workspace_mb=${WORKSPACE_MB:-2048}
+graphs=${GRAPHS:-all}
+max_objects=${MAX_OBJECTS:-4}
+max_cond_frames=${MAX_COND_FRAMES:-4}
 
 echo "== environment and ONNX pre-flight"
 samdeploy doctor "$export_dir"
@@ -38,6 +43,9 @@ for precision in $precisions; do
     --out "$out_dir/engines-$precision" \
     --max-prompts "$max_prompts" \
     --max-points "$max_points" \
+    --graphs "$graphs" \
+    --max-objects "$max_objects" \
+    --max-cond-frames "$max_cond_frames" \
     --workspace-mb "$workspace_mb" \
     --timing-cache "$out_dir/timing.cache" \
     "${extra[@]}"

@@ -5,7 +5,7 @@ For every photograph (scikit-image samples unless --image is given) and prompt (
 clicks, a box, a box + click):
 
 * encoder: EVERY encoder output the decoder consumes (SAM-1: ``image_embeddings``; SAM2: also
-  ``high_res_feats_0`` / ``high_res_feats_1``; HQ-SAM: ``interm_embeddings``) vs ONNX Runtime CPU
+  ``high_res_feats_0`` / ``high_res_feats_1``; HQ-SAM: ``hq_features``) vs ONNX Runtime CPU
   (cosine, relative L2, max abs), each gated by ``embedding_cosine``;
 * decoder: both decoders get the *reference* encoder outputs, so decoder error is measured on its
   own: mask IoU of the thresholded low-res logits of the multimask tokens AND of the single-mask
@@ -25,6 +25,11 @@ overrides one). Exit 1 if any gate fails, 2 on a bad argument. Usage::
     python jetson/verify.py --onnx-dir export/ --engine-dir export/engines-fp16 [--json report.json]
 
 ``--candidate-backend onnxruntime`` compares two ONNX directories instead (used by the CPU tests).
+
+``--video`` (an ``export --video`` directory and ``samdeploy build --graphs all`` engines) also runs
+the SAM2 ``Tracker`` on both: a camera pan over a photograph with an object prompted by a box on frame
+0 and one by a click later, per-frame mask IoU of every object gated by ``mask_iou_mean`` /
+``mask_iou_min`` (the object-score difference is reported); :func:`verify_tracking` needs no GPU.
 """
 
 from __future__ import annotations
@@ -158,6 +163,59 @@ def verify(ref, cand, photos: dict, limits: dict, log=print) -> dict:
             "failures": failures, "passed": not failures}
 
 
+def pan_video(img: np.ndarray, n: int = 24, out_hw: tuple[int, int] = (240, 320)) -> list[np.ndarray]:
+    """A camera pan with a slow zoom over one photograph: ``n`` frames of ``out_hw``."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    frames = []
+    for i in range(n):
+        t = i / max(n - 1, 1)
+        ch, cw = h * (0.8 - 0.15 * t), w * (0.8 - 0.15 * t)  # zoom in while panning right and down
+        y0, x0 = (h - ch) * (0.2 + 0.5 * t), (w - cw) * (0.1 + 0.8 * t)
+        crop = Image.fromarray(img).crop((int(x0), int(y0), int(x0 + cw), int(y0 + ch)))
+        frames.append(np.asarray(crop.convert("RGB").resize((out_hw[1], out_hw[0]), Image.BILINEAR)))
+    return frames
+
+
+def video_prompts(h: int, w: int, n: int) -> dict:
+    """frame -> {object id: prompt}: a box on frame 0, a click on frame n // 3."""
+    return {0: {1: {"box": [w * 0.3, h * 0.3, w * 0.7, h * 0.75]}},
+            n // 3: {2: {"points": [[w * 0.2, h * 0.25]], "labels": [1]}}}
+
+
+def verify_tracking(ref, cand, frames: list, prompts: dict, limits: dict, log=print) -> dict:
+    """Track ``frames`` with both ``Tracker`` objects (any backends) and gate the per-frame mask IoU of
+    every object. Returns ``{"mean_mask_iou", "worst_mask_iou", "object_score_max_abs", "frames",
+    "failures", "passed"}``."""
+    from samdeploy.check.metrics import mask_iou
+
+    ious, score_diff, failures, per_frame = [], 0.0, [], []
+    for r, c in zip(ref.track_video(frames, prompts), cand.track_video(frames, prompts)):
+        a, b = ({o.obj_id: o for o in x.objects} for x in (r, c))
+        if set(a) != set(b):
+            failures.append(f"frame {r.frame_index}: objects {sorted(a)} (reference) vs {sorted(b)}")
+            continue
+        row = {}
+        for oid in a:
+            iou = float(mask_iou(a[oid].mask, b[oid].mask))
+            ious.append(iou)
+            row[oid] = iou
+            score_diff = max(score_diff, abs(a[oid].score - b[oid].score))
+        per_frame.append(row)
+    mean_iou = float(np.mean(ious)) if ious else float("nan")
+    worst = float(np.min(ious)) if ious else float("nan")
+    iou_mean_min, iou_worst_min = limits.get("mask_iou_mean"), limits.get("mask_iou_min")
+    if iou_mean_min is not None and not mean_iou >= iou_mean_min:
+        failures.append(f"tracking: mean mask IoU {mean_iou:.4f} < {iou_mean_min}")
+    if iou_worst_min is not None and not worst >= iou_worst_min:
+        failures.append(f"tracking: worst mask IoU {worst:.4f} < {iou_worst_min}")
+    log(f"tracking {len(frames)} frames, {len(ious)} object-frames: mask IoU mean {mean_iou:.4f}, worst {worst:.4f}, "
+        f"object score max diff {score_diff:.4f}")
+    return {"mean_mask_iou": mean_iou, "worst_mask_iou": worst, "object_score_max_abs": score_diff,
+            "frames": per_frame, "failures": failures, "passed": not failures}
+
+
 def manifest_known_issues(engine_dir: str) -> list[dict]:
     """``known_issues`` of every engine manifest (``*.engine.json``) in ``engine_dir``."""
     import glob
@@ -176,6 +234,19 @@ def manifest_known_issues(engine_dir: str) -> list[dict]:
     return found
 
 
+def _add_tracking(report: dict, args, photos: dict, limits: dict, Tracker) -> dict:
+    """``--video``: the Tracker on the reference ONNX and on the candidate's graphs."""
+    frames = pan_video(next(iter(photos.values())), max(2, args.video_frames))
+    prompts = video_prompts(*frames[0].shape[:2], len(frames))
+    with Tracker(args.onnx_dir, backend="onnxruntime", num_frames=len(frames)) as ref_t, \
+            Tracker(args.onnx_dir, backend=args.candidate_backend, graph_dir=args.engine_dir,
+                    num_frames=len(frames)) as cand_t:
+        tracking = verify_tracking(ref_t, cand_t, frames, prompts, limits)
+        tracking["candidate"] = cand_t.describe()
+    failures = report["failures"] + tracking["failures"]
+    return {**report, "tracking": tracking, "failures": failures, "passed": not failures}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--onnx-dir", required=True, help="samdeploy export directory (reference, ONNX Runtime CPU)")
@@ -184,6 +255,9 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default=None, choices=sorted(GATES), help="gate to apply (default: from the manifest)")
     ap.add_argument("--image", action="append", default=[], help="photograph(s) to use (default: scikit-image samples)")
     ap.add_argument("--max-images", type=int, default=3)
+    ap.add_argument("--video", action="store_true",
+                    help="also compare the SAM2 Tracker (video engines of `build --graphs all`) with ONNX Runtime")
+    ap.add_argument("--video-frames", type=int, default=24, help="frames of the --video check (default 24)")
     ap.add_argument("--json", default=None, help="write the report here")
     ap.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                     help="override a limit of the registry (VALUE 'off' disables it); gated here: " + ", ".join(GATED))
@@ -224,9 +298,20 @@ def main(argv=None) -> int:
     finally:
         ref.close()
         cand.close()
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2, default=float)
+    if args.video:
+        from samdeploy.errors import SamDeployError
+        from samdeploy.runtime.tracker import Tracker
+
+        try:
+            report = _add_tracking(report, args, photos, limits, Tracker)
+        except SamDeployError as exc:
+            print(f"error: {str(exc).splitlines()[0]}" + (f"\n  hint: {exc.hint}" if getattr(exc, "hint", None) else ""),
+                  file=sys.stderr)
+            return 2
+    if args.json:  # atomically: a CI step never reads half a report
+        from samdeploy._io import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(report, indent=2, default=float))
     failures = report["failures"]
     print(f"\n{precision}: mean mask IoU {report['mean_mask_iou']:.4f}, worst {report['worst_mask_iou']:.4f} -> "
           f"{'PASS' if not failures else 'FAIL'}")

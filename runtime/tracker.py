@@ -49,7 +49,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..contract import ENCODER_INPUT, ModelContract
+from ..contract import ENCODER_INPUT, VIDEO_CONSTANTS, VIDEO_GRAPHS, ModelContract, ensure_same_model
 from ..errors import ContractError, InputError, MissingFileError, NumericalError, PredictorStateError
 from ..images import to_rgb_uint8
 from .backends import backend_module, load_model
@@ -160,6 +160,9 @@ class Tracker:
             0 = off, which is what the official predictor ends up doing without its CUDA extension.
         max_objects: most objects tracked at once.
         allow_outside_points: accept prompt coordinates outside the frame (bounded, as the Predictor does).
+        graph_dir: where the backend's own files are when they are not in (a subdirectory ``engines*`` of)
+            ``model_dir``: e.g. ``samdeploy build --out DIR`` engines. The constants and the manifest
+            always come from ``model_dir``, the export directory.
     """
 
     def __init__(
@@ -174,6 +177,7 @@ class Tracker:
         fill_hole_area: Optional[int] = None,
         max_objects: int = 16,
         allow_outside_points: bool = False,
+        graph_dir: Optional[str | os.PathLike] = None,
         **backend_options: Any,
     ) -> None:
         if num_frames is not None and (not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1):
@@ -186,7 +190,8 @@ class Tracker:
         if model_dir is None or not isinstance(model_dir, (str, os.PathLike)):
             raise InputError(f"model_dir must be an export directory, got {model_dir!r}")
         model_dir = os.fspath(model_dir)
-        self.pair = load_model(model_dir, backend=backend, providers=providers, threads=threads, **backend_options)
+        self.pair = load_model(os.fspath(graph_dir) if graph_dir is not None else model_dir, backend=backend,
+                               providers=providers, threads=threads, **backend_options)
         try:
             self.contract: ModelContract = self.pair.contract
             validate_contract(self.contract)
@@ -217,13 +222,13 @@ class Tracker:
         self.reset()
 
     # ---- files -------------------------------------------------------------------------------------
-    def _video_files(self, model_dir: str) -> dict[str, str]:
-        """role -> path of the video graphs and constants, verified against the manifest's hashes."""
+    def _video_files(self, model_dir: str, roles: Sequence[str]) -> dict[str, str]:
+        """role -> path of the video files ``roles`` (graphs and/or "constants") of the export directory,
+        verified against the hashes of its manifest."""
         from .._io import verify_sha256_cached
 
         v = self.video
-        want = {"memory_attention": v.memory_attention_file, "memory_encoder": v.memory_encoder_file,
-                "track_decoder": v.track_decoder_file, "constants": v.constants_file}
+        want = {r: n for r, n in v.files.items() if r in roles}
         try:
             with open(os.path.join(model_dir, "manifest.json"), encoding="utf-8") as fh:
                 files = json.load(fh).get("files", {})
@@ -251,19 +256,37 @@ class Tracker:
         return paths
 
     def _open_video_graphs(self, model_dir, backend, providers, threads, options) -> dict[str, Any]:
-        self._paths = self._video_files(model_dir)
+        """The three video graphs: the export's ONNX files (hash-checked against its manifest), or, for a
+        backend with its own files (TensorRT), what its ``find_video_graphs`` names next to the encoder
+        engine. Every file's own contract must be this model's, video settings included."""
         mod = backend_module(backend)
+        find = getattr(mod, "find_video_graphs", None)
+        if find is None:
+            self._paths = self._video_files(model_dir, (*VIDEO_GRAPHS, VIDEO_CONSTANTS))
+        else:
+            self._paths = {**self._video_files(model_dir, (VIDEO_CONSTANTS,)), **find(self.pair.encoder_path)}
         graphs: dict[str, Any] = {}
-        for role in ("memory_attention", "memory_encoder", "track_decoder"):
-            g = mod.open_graph(self._paths[role], role, providers=providers, threads=threads, **options)
-            graphs[role] = g
-            names = self.video.graph_inputs(role), self.video.graph_outputs(role)
-            missing = [n for n in names[0] if n not in g.input_names] + [n for n in names[1] if n not in g.output_names]
-            if missing:
-                for x in graphs.values():
-                    x.close()
-                raise ContractError(f"{role} graph {self._paths[role]} lacks {missing}",
-                                    hint="re-export with `samdeploy export --video`")
+        try:
+            for role in VIDEO_GRAPHS:
+                path = self._paths[role]
+                theirs, their_role = mod.read_contract(path)
+                if their_role and their_role != role:
+                    raise ContractError(f"{path} is a {their_role} graph, not the {role}",
+                                        hint="re-export with `samdeploy export --video` (and rebuild its engines)")
+                ensure_same_model(self.contract, theirs, "the encoder", role)
+                if theirs.video != self.video:
+                    raise ContractError(f"{path} was exported with other video settings than {self.pair.encoder_path}",
+                                        hint="re-export with `samdeploy export --video` (and rebuild its engines)")
+                g = mod.open_graph(path, role, providers=providers, threads=threads, **options)
+                graphs[role] = g
+                names = self.video.graph_inputs(role), self.video.graph_outputs(role)
+                missing = [n for n in names[0] if n not in g.input_names] + [n for n in names[1] if n not in g.output_names]
+                if missing:
+                    raise ContractError(f"{role} graph {path} lacks {missing}", hint="re-export with `samdeploy export --video`")
+        except BaseException:
+            for x in graphs.values():
+                x.close()
+            raise
         return graphs
 
     def _load_constants(self, model_dir: str) -> dict[str, np.ndarray]:
@@ -354,11 +377,34 @@ class Tracker:
                 parts_l.append(labs[0])
             if not parts_c:
                 raise InputError(f"object {oid}: the prompt has no points", hint="give at least one point or a box")
+            rows = sum(len(x) for x in parts_l) + 1  # + SAM2's padding point
+            max_rows = getattr(self.graphs.get("track_decoder"), "max_points", None)
+            if max_rows is not None and rows > int(max_rows):
+                raise InputError(f"object {oid}: {rows - 1} prompt points (box corners count as 2) + the padding point "
+                                 f"exceed the track_decoder engine's {max_rows} rows",
+                                 hint="give fewer points, or rebuild the video engines with a larger --max-points")
             c = np.concatenate(parts_c).astype(np.float64)
             scale = np.array([self.size / w, self.size / h])
             prompt = _Prompt((c * scale).astype(np.float32), np.concatenate(parts_l).astype(np.float32))
+        allowed = self._max_cond_frames()
+        known = self._objects.get(oid)
+        n_cond = (len(known.cond) if known is not None else 0) + (known is None or self.frame_index not in known.cond)
+        if allowed is not None and n_cond > allowed:
+            raise InputError(f"object {oid} would have {n_cond} prompted frames; the memory_attention engine's profile "
+                             f"holds at most {allowed}",
+                             hint="rebuild the video engines with a larger --max-cond-frames, or track with onnxruntime")
         obj = self._objects.setdefault(oid, _Object(oid))
         obj.pending = prompt
+
+    def _max_cond_frames(self) -> Optional[int]:
+        """Most conditioning frames per object the memory_attention graph takes (None = unlimited): its
+        profile's R max minus the recent frames, and P max minus the recent pointers."""
+        limits = getattr(self.graphs.get("memory_attention"), "input_limits", None)
+        if not limits:
+            return None
+        v = self.video
+        r_max, p_max = limits[v.attn_memory][1][1], limits[v.attn_obj_ptrs][1][1]
+        return max(0, min(r_max - (int(v.num_maskmem) - 1), p_max - (self._max_ptrs() - 1)))
 
     def remove_object(self, obj_id: int, strict: bool = True) -> None:
         oid = self._check_id(obj_id)
@@ -379,9 +425,28 @@ class Tracker:
         return (f >= 0.5).astype(np.float32)
 
     # ---- graphs ------------------------------------------------------------------------------------
+    def _per_frame_inputs(self, role: str) -> frozenset[str]:
+        """The inputs of video graph ``role`` that come from the image encoder (batch 1, shared by every
+        object); all others have the object batch first."""
+        v = self.video
+        return frozenset({"memory_attention": (v.attn_image,), "memory_encoder": (v.menc_image,),
+                          "track_decoder": tuple(v.track_feature_inputs)}[role])
+
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run video graph ``role`` on K objects, in chunks of the graph's ``max_batch`` (a TensorRT
+        profile's --max-objects) when K is larger; per-object outputs are concatenated back."""
         t0 = time.perf_counter()
-        out = self.graphs[role].run(feeds)
+        graph = self.graphs[role]
+        shared = self._per_frame_inputs(role)
+        k = next(int(a.shape[0]) for n, a in feeds.items() if n not in shared)
+        step = graph.max_batch
+        if step is None or k <= int(step):
+            out = graph.run(feeds)
+        else:
+            step = int(step)
+            parts = [graph.run({n: (a if n in shared else a[i:i + step]) for n, a in feeds.items()})
+                     for i in range(0, k, step)]
+            out = {n: np.concatenate([p[n] for p in parts], axis=0) for n in parts[0]}
         self.timings[role] = self.timings.get(role, 0.0) + (time.perf_counter() - t0) * 1e3
         for k, v in out.items():
             if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
@@ -484,6 +549,17 @@ class Tracker:
         k = len(objs)
         r = max(len(m) for m, _ in banks)
         p = max(len(q) for _, q in banks)
+        limits = getattr(self.graphs["memory_attention"], "input_limits", None)
+        if limits:  # a TensorRT profile: pad up to its minimum, refuse more than its maximum
+            (r_min, r_max), (p_min, p_max) = ((mn[1], mx[1]) for mn, mx in (limits[v.attn_memory], limits[v.attn_obj_ptrs]))
+            if r > r_max or p > p_max:
+                worst = max(objs, key=lambda o: len(o.cond))
+                raise InputError(
+                    f"object {worst.obj_id} has {len(worst.cond)} prompted frames: its memory bank ({r} frames, {p} "
+                    f"pointers) exceeds the memory_attention engine's profile ({r_max} frames, {p_max} pointers)",
+                    hint="rebuild the video engines with a larger --max-cond-frames, or re-prompt the object less often",
+                )
+            r, p = max(r, r_min), max(p, p_min)
         t, d = int(v.tokens_per_frame), int(v.mem_dim)
         memory = np.zeros((k, r, t, d), np.float32)
         mtime = np.zeros((k, r, int(v.num_maskmem)), np.float32)

@@ -3,8 +3,11 @@
 
     python scripts/track_parity.py                               # S = 1024, 64 frames, 1 and 3 objects
     python scripts/track_parity.py --image-size 512 --rss-frames 1000 --json /tmp/track.json
+    python scripts/track_parity.py --image-size 256 --variant sam2.1_hiera_s --scenarios three_objects
+    python scripts/track_parity.py --image-size 256 --model-dir /tmp/m --scenarios "" --rss-frames 1000  # twice:
+        # the first run exports into /tmp/m, the second tracks in a process that never imports torch
 
-What it does (one run, seeded random SAM2.1 Hiera-T weights in the official ``{"model": ...}`` layout,
+What it does (one run, seeded random SAM2.1 Hiera-T (or ``--variant``) weights in the official ``{"model": ...}`` layout,
 realistic decoder, object-score head shifted so objects vanish and come back; sam2==1.1.0 needed):
 
   1. export encoder/decoder + the video graphs (``--video``) at image size S;
@@ -53,32 +56,48 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rss-frames", type=int, default=0, help="also run ours alone this many frames (3 objects)")
     ap.add_argument("--scenarios", default="one_object_box,three_objects")
+    ap.add_argument("--variant", default="sam2.1_hiera_t", help="sam2.1_hiera_t or sam2.1_hiera_s (its own config)")
+    ap.add_argument("--model-dir", default=None,
+                    help="keep the checkpoint + export here and reuse them on the next run; with --scenarios '' the "
+                    "run then never imports torch (the RSS of a device process)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    scenarios = [n for n in a.scenarios.split(",") if n]  # --scenarios "" = the RSS run alone
 
-    import torch
-
-    from fixtures_video import make_video, make_video_model_files, run_sam2_video_oracle
-    from test_tracker_vs_sam2 import HW, SCENARIOS
+    from fixtures_video import SCENARIOS, VIDEO_HW, make_video, make_video_model_files
 
     from samdeploy.runtime.stream import rss_bytes
     from samdeploy.runtime.tracker import Tracker
 
-    torch.set_num_threads(a.threads)
+    config = f"configs/sam2.1/{a.variant}.yaml"
+    keep = Path(a.model_dir) if a.model_dir else None
+    reuse = keep is not None and (keep / "export" / "manifest.json").exists()
+    if scenarios or not reuse:
+        import torch
+
+        torch.set_num_threads(a.threads)
     print(f"cpu {cpu_name()}, {os.cpu_count()} cores, load {os.getloadavg()}, image size {a.image_size}, "
-          f"threads {a.threads}")
-    report: dict = {"cpu": cpu_name(), "image_size": a.image_size, "threads": a.threads, "frames": a.frames}
+          f"threads {a.threads}, variant {a.variant}")
+    report: dict = {"cpu": cpu_name(), "image_size": a.image_size, "threads": a.threads, "frames": a.frames,
+                    "variant": a.variant}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = keep or Path(tmp)
         t0 = time.perf_counter()
-        ckpt, export = make_video_model_files(root, a.image_size)
+        if reuse:
+            ckpt, export = root / f"{a.variant}.pt", root / "export"
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            ckpt, export = make_video_model_files(root, a.image_size, a.variant)
         report["export_s"] = round(time.perf_counter() - t0, 1)
-        frames = make_video(root / "video", a.frames, HW)
+        frames = make_video(Path(tmp) / "video", a.frames, VIDEO_HW)
         ok = True
-        for name in a.scenarios.split(","):
+        for name in scenarios:
+            from fixtures_video import run_sam2_video_oracle
+
             prompts, removals = SCENARIOS[name]
             ref_t: list[float] = []
-            ref = run_sam2_video_oracle(ckpt, root / "video", prompts, removals, a.frames, a.image_size, ref_t)
+            ref = run_sam2_video_oracle(ckpt, Path(tmp) / "video", prompts, removals, a.frames, a.image_size, ref_t,
+                                        config=config)
             ours, our_t = {}, []
             with Tracker(export, threads=a.threads, num_frames=a.frames, fill_hole_area=0) as tr:
                 for r in tr.track_video(frames, prompts, removals):
@@ -105,12 +124,17 @@ def main(argv=None) -> int:
             rss = {}
             with Tracker(export, threads=a.threads) as tr:
                 for r in tr.track_video(looped, {k: v for k, v in prompts.items()}, {}):
-                    if r.frame_index + 1 in (100, a.rss_frames):
-                        rss[r.frame_index + 1] = rss_bytes()
-                        rss[f"footprint@{r.frame_index + 1}"] = tr.memory_footprint()
+                    n = r.frame_index + 1
+                    if n % 100 == 0 or n == a.rss_frames:  # a series, so "flat" is seen, not two points
+                        rss[n] = rss_bytes()
+                        if n in (100, a.rss_frames):
+                            rss[f"footprint@{n}"] = tr.memory_footprint()
             first, last = rss.get(100, 0), rss.get(a.rss_frames, 0)
+            series = [v for k, v in rss.items() if isinstance(k, int) and k >= 100]
             report["rss"] = {"frame_100_mb": round(first / 2**20, 1), f"frame_{a.rss_frames}_mb": round(last / 2**20, 1),
                              "change_pct": round(100.0 * (last - first) / max(first, 1), 2),
+                             "max_minus_min_pct_100_on": round(100.0 * (max(series) - min(series)) / max(first, 1), 2),
+                             "series_mb": {k: round(v / 2**20, 1) for k, v in rss.items() if isinstance(k, int)},
                              "footprints": {k: v for k, v in rss.items() if isinstance(k, str)}}
             print("rss", json.dumps(report["rss"]))
     report["load_after"] = os.getloadavg()

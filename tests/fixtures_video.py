@@ -42,6 +42,31 @@ def object_box(i: int, n: int, hw: tuple[int, int], size: int = 72) -> tuple[int
     return x0, y0, x0 + size, y0 + size
 
 
+#: frames of the tracker tests' video (height, width) and its length
+VIDEO_HW, VIDEO_FRAMES = (250, 333), 64
+
+
+def _box(i: int) -> list[float]:
+    x0, y0, x1, y1 = object_box(i, VIDEO_FRAMES, VIDEO_HW)
+    h, w = VIDEO_HW
+    return [max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)]
+
+
+#: frame -> {object id: prompt} (pixels of the 250x333 frames); removals: frame -> ids removed before it.
+#: Used by tests/test_tracker_vs_sam2.py and scripts/track_parity.py.
+SCENARIOS = {
+    "one_object_box": ({0: {1: {"box": _box(0)}}}, {}),
+    "three_objects": (
+        {
+            0: {1: {"box": _box(0)}},
+            7: {2: {"points": [[250.0, 200.0]], "labels": [1]}},  # one click: the multimask path
+            20: {3: {"points": [[60.0, 40.0], [90.0, 120.0]], "labels": [1, 0]}},  # added on frame 20
+        },
+        {40: [2]},  # object 2 removed on frame 40
+    ),
+}
+
+
 def make_video(folder: Path, n: int = 64, hw: tuple[int, int] = (250, 333), quality: int = 92) -> list[np.ndarray]:
     """Write ``n`` JPEG frames into ``folder``; returns the decoded frames (HxWx3 uint8 RGB)."""
     from PIL import Image
@@ -89,7 +114,8 @@ def sam2_video_oracle(ckpt: Path, image_size: int = 1024, config: str = "configs
 
 
 def run_sam2_video_oracle(ckpt: Path, folder: Path, prompts: dict, removals: dict, n_frames: int,
-                          image_size: int = 1024, timings: list | None = None) -> dict:
+                          image_size: int = 1024, timings: list | None = None,
+                          config: str = "configs/sam2.1/sam2.1_hiera_t.yaml") -> dict:
     """frame -> {obj id: (mask [H,W] bool, object-score logit)} from SAM2VideoPredictor, driven as a live
     user drives it: at each event frame, remove objects / add prompts, then propagate up to the next event.
 
@@ -99,7 +125,7 @@ def run_sam2_video_oracle(ckpt: Path, folder: Path, prompts: dict, removals: dic
 
     import torch
 
-    pred = sam2_video_oracle(ckpt, image_size)
+    pred = sam2_video_oracle(ckpt, image_size, config)
     events = sorted(set(prompts) | set(removals) | {0})
     out: dict[int, dict[int, tuple[np.ndarray, float]]] = {}
     with torch.inference_mode():
@@ -125,9 +151,11 @@ def run_sam2_video_oracle(ckpt: Path, folder: Path, prompts: dict, removals: dic
     return out
 
 
-def make_video_model_files(root: Path, image_size: int = VIDEO_IMAGE_SIZE) -> tuple[Path, Path]:
+def make_video_model_files(root: Path, image_size: int = VIDEO_IMAGE_SIZE, variant: str = VIDEO_VARIANT,
+                           object_score_shift: float = OBJECT_SCORE_SHIFT) -> tuple[Path, Path]:
     """(official-layout checkpoint ``{"model": state_dict}``, our export with the video graphs at
-    ``image_size``) under ``root``."""
+    ``image_size``) under ``root``; ``variant`` = sam2.1_hiera_t (the tests') or another SAM2.1 size;
+    ``object_score_shift`` > 0 makes every object present (masks on every frame)."""
     import dataclasses
 
     import torch
@@ -137,10 +165,10 @@ def make_video_model_files(root: Path, image_size: int = VIDEO_IMAGE_SIZE) -> tu
     from samdeploy.models.build import random_model
     from samdeploy.models.checkpoint import load_checkpoint
 
-    model = random_model(VIDEO_VARIANT, seed=VIDEO_SEED)
+    model = random_model(variant, seed=VIDEO_SEED)
     with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
-    ckpt = root / "sam2.1_hiera_tiny.pt"
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += object_score_shift
+    ckpt = root / f"{variant}.pt"
     torch.save({"model": model.state_dict()}, ckpt)
     ours = with_image_size(load_checkpoint(ckpt, "auto")[0], image_size)
     src = dataclasses.replace(checkpoint_source(ckpt, "auto"), image_size=image_size)

@@ -61,12 +61,14 @@ def test_build_engines_calls_doctor_then_build_per_precision(tmp_path):
     calls = log.read_text().splitlines()
     assert calls[0] == "doctor /exp"
     assert calls[1] == ("build /exp /calib --precision fp16 --out /out/engines-fp16 --max-prompts 4 --max-points 8 "
+                        "--graphs all --max-objects 4 --max-cond-frames 4 "
                         "--workspace-mb 2048 --timing-cache /out/timing.cache --dla-core 0")
     assert calls[2].startswith("build /exp /calib --precision int8 --out /out/engines-int8")
     # every flag the script passes exists in `samdeploy build`
     from samdeploy.cli.main import build_parser
     ns = build_parser("build").parse_args(calls[1].split())
     assert ns.precision == "fp16" and ns.max_prompts == 4 and ns.dla_core == 0
+    assert ns.graphs == "all" and ns.max_objects == 4 and ns.max_cond_frames == 4
     r = subprocess.run(["bash", str(ROOT / "jetson" / "build_engines.sh")], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
 

@@ -232,3 +232,10 @@ def test_a_failed_import_keeps_the_previous_directory(imported, tmp_path, capsys
     rc, _, err = _run_cli(["import", _meta_style_encoder(tmp_path / "e.onnx"), "--decoder", bad, "--out", out], capsys)
     assert rc == 2 and "orig_im_size" in err
     assert {p.name: p.read_bytes()[:64] for p in out.iterdir() if p.is_file()} == before
+
+
+def test_check_on_an_import_says_there_is_no_pytorch_reference(imported, capsys):
+    """`samdeploy check` compares with PyTorch; an imported (ONNX-only) model has none: exit 2, said so."""
+    code, _, err = _run_cli(["check", str(imported[0])], capsys)
+    assert code == 2
+    assert "imported from a foreign ONNX file" in err and "no PyTorch model" in err and "samdeploy import" in err

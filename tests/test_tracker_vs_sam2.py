@@ -21,36 +21,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from fixtures_video import VIDEO_IMAGE_SIZE, make_video, object_box, run_sam2_video_oracle  # noqa: E402
+from fixtures_video import (SCENARIOS, VIDEO_FRAMES, VIDEO_HW as HW, VIDEO_IMAGE_SIZE, make_video,  # noqa: E402
+                            run_sam2_video_oracle)
 
 S = VIDEO_IMAGE_SIZE
-N_FRAMES = 64
-HW = (250, 333)
+N_FRAMES = VIDEO_FRAMES
 MEAN_IOU_MIN, WORST_IOU_MIN = 0.98, 0.95
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def _box(i: int) -> list[float]:
-    x0, y0, x1, y1 = object_box(i, N_FRAMES, HW)
-    return [max(x0, 0), max(y0, 0), min(x1, HW[1] - 1), min(y1, HW[0] - 1)]
-
-
-#: frame -> {object id: prompt} (pixels of the 250x333 frames); removals: frame -> ids removed before it.
-SCENARIOS = {
-    "one_object_box": ({0: {1: {"box": _box(0)}}}, {}),
-    "three_objects": (
-        {
-            0: {1: {"box": _box(0)}},
-            7: {2: {"points": [[250.0, 200.0]], "labels": [1]}},  # one click: the multimask path
-            20: {3: {"points": [[60.0, 40.0], [90.0, 120.0]], "labels": [1, 0]}},  # added on frame 20
-        },
-        {40: [2]},  # object 2 removed on frame 40
-    ),
-}
 
 
 @pytest.fixture(scope="module")

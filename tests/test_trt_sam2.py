@@ -20,7 +20,6 @@ import importlib.util
 import json
 import shlex
 import shutil
-import types
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from fixtures_trt import fake_trt
 from samdeploy import contract as C
 from samdeploy.cli.main import main as cli
 from samdeploy.trt import known_issues as KI
@@ -35,7 +35,7 @@ from samdeploy.trt.build import BuildOptions, build_engine, kept_layer, plan_bui
 from samdeploy.trt.environment import Environment
 from samdeploy.trt.manifest import EngineManifest, read_manifest
 from samdeploy.trt.mixed_precision import decomposed_layernorm_nodes
-from samdeploy.trt.preflight import ERROR, WARNING, check_file
+from samdeploy.trt.preflight import WARNING, check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANT = "sam2.1_hiera_t"
@@ -44,7 +44,7 @@ CODE = "trt-sam2-decoder-miscompile"
 
 @pytest.fixture(scope="module")
 def sam2_dir(exported_model_dir) -> Path:
-    return exported_model_dir(VARIANT)
+    return exported_model_dir(VARIANT, seed=5)  # one Hiera-T export per session (test_family_sam2_amg, calibration)
 
 
 def _verify_module():
@@ -162,130 +162,6 @@ def test_manifest_known_issues_roundtrip_and_old_manifests_load(tmp_path):
     assert read_manifest(engine).known_issues == []
 
 
-# ---- a FAKE TensorRT: enough of the Python API for build_engine's own logic (no TensorRT involved) ----
-_LAYER_TYPES = {"LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "MatMul": "MATRIX_MULTIPLY",
-                "Gemm": "MATRIX_MULTIPLY", "Conv": "CONVOLUTION", "ConvTranspose": "DECONVOLUTION"}
-
-
-def _fake_trt(onnx_path_seen: list):
-    ns = types.SimpleNamespace
-    enum = lambda *names: ns(**{n: n for n in names})  # noqa: E731
-    trt = ns(float32="float32", float16="float16",
-             LayerType=enum("NORMALIZATION", "SOFTMAX", "MATRIX_MULTIPLY", "CONVOLUTION", "DECONVOLUTION", "ELEMENTWISE",
-                            "SHUFFLE"),
-             BuilderFlag=enum("FP16", "INT8", "TF32", "OBEY_PRECISION_CONSTRAINTS"),
-             NetworkDefinitionCreationFlag=ns(STRONGLY_TYPED=0), MemoryPoolType=enum("WORKSPACE"))
-
-    class Tensor:
-        def __init__(self, name, dtype="float32"):
-            self.name, self.dtype = name, dtype
-
-    class Layer:
-        def __init__(self, name, type_):
-            self.name, self.type, self.precision, self._outs = name, type_, None, [Tensor(name + ":0")]
-            self.num_outputs, self.output_types = 1, {}
-
-        def get_output(self, j):
-            return self._outs[j]
-
-        def set_output_type(self, j, dtype):
-            self.output_types[j] = dtype
-
-    class Network:
-        def __init__(self):
-            self.layers, self.inputs, self.outputs = [], [], []
-            self.num_layers = self.num_inputs = self.num_outputs = 0
-
-        def get_layer(self, i):
-            return self.layers[i]
-
-        def get_input(self, i):
-            return self.inputs[i]
-
-        def get_output(self, i):
-            return self.outputs[i]
-
-    class Parser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            self.network = network
-
-        def parse_from_file(self, path):  # one layer per ONNX node (+ a "<node>_1" helper for Softmax)
-            onnx_path_seen.append(path)
-            m = onnx.load(path, load_external_data=False)
-            net = self.network
-            for n in m.graph.node:
-                if n.op_type == "Constant":
-                    continue
-                net.layers.append(Layer(n.name, _LAYER_TYPES.get(n.op_type, "ELEMENTWISE")))
-                if n.op_type == "Softmax":
-                    net.layers.append(Layer(n.name + "_1", "SHUFFLE"))
-            inits = {i.name for i in m.graph.initializer}
-            net.inputs = [Tensor(i.name) for i in m.graph.input if i.name not in inits]
-            net.outputs = [Tensor(o.name) for o in m.graph.output]
-            net.num_layers, net.num_inputs, net.num_outputs = len(net.layers), len(net.inputs), len(net.outputs)
-            return True
-
-    class Cache:
-        def serialize(self):
-            return b"timing"
-
-    class Config:
-        def __init__(self):
-            self.flags, self.cleared = set(), set()
-
-        def set_memory_pool_limit(self, pool, size):
-            self.workspace = size
-
-        def add_optimization_profile(self, profile):
-            self.profile = profile
-
-        def set_flag(self, f):
-            self.flags.add(f)
-
-        def clear_flag(self, f):
-            self.cleared.add(f)
-
-        def create_timing_cache(self, data):
-            return Cache()
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-
-        def get_timing_cache(self):
-            return Cache()
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, mn, opt, mx):
-            self.shapes[name] = (mn, opt, mx)
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            self.network = Network()
-            return self.network
-
-        def create_builder_config(self):
-            self.config = Config()
-            return self.config
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            return b"fake plan"
-
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.Builder, trt.OnnxParser = Builder, Parser
-    return trt
-
-
 @pytest.mark.parametrize("role", ["encoder", "decoder"])
 def test_build_engine_flow_pins_the_plan_and_records_the_issue_fake_trt(sam2_dir, tmp_path, monkeypatch, role):
     """build_engine's own Python (TRT 10 weak typing) with a fake TensorRT: every node of the FP16
@@ -294,7 +170,7 @@ def test_build_engine_flow_pins_the_plan_and_records_the_issue_fake_trt(sam2_dir
     import samdeploy.trt.build as B
 
     seen: list = []
-    monkeypatch.setattr(B, "import_tensorrt", lambda: _fake_trt(seen))
+    monkeypatch.setattr(B, "import_tensorrt", lambda: fake_trt(seen))
     onnx_path = str(sam2_dir / f"{role}.onnx")
     opts = BuildOptions(precision="fp16", max_prompts=4, max_points=4)
     plan = plan_build(onnx_path, str(tmp_path), opts, 10, (10, 3))

@@ -31,11 +31,11 @@ from typing import Callable, Optional, Sequence
 
 from .. import __version__
 from .._io import atomic_path, sha256_file, write_bytes_atomic
-from ..contract import read_onnx_contract
+from ..contract import VIDEO_GRAPHS, read_onnx_contract
 from ..errors import BackendUnavailableError, ContractError, InputError, SamDeployError
 from .environment import Environment, probe
 from .manifest import PRECISIONS, EngineManifest, now_utc, write_manifest
-from .profiles import Profile, decoder_ranges, encoder_ranges, make_profile, onnx_input_dims
+from .profiles import Profile, decoder_ranges, encoder_ranges, make_profile, onnx_input_dims, video_ranges
 from .trtexec import TrtexecPlan, trtexec_command
 
 SUPPORTED_TRT_MAJORS = (10, 11)
@@ -54,6 +54,10 @@ class BuildOptions:
     opt_points: Optional[int] = None
     max_images: int = 1
     opt_images: Optional[int] = None
+    # video graphs (`samdeploy export --video`): objects per call, conditioning frames per object
+    max_objects: int = 4
+    opt_objects: Optional[int] = None
+    max_cond_frames: int = 4
     workspace_mb: int = 2048
     timing_cache: Optional[str] = None  # default: <out_dir>/timing.cache
     dla_core: Optional[int] = None
@@ -116,8 +120,8 @@ def plan_build(onnx_path: str, out_dir: str, options: BuildOptions, trt_major: i
             hint="upgrade TensorRT (JetPack 6 ships 10.3)",
         )
     contract, role = read_onnx_contract(onnx_path)
-    if role not in ("encoder", "decoder"):
-        raise ContractError(f"{onnx_path} does not say whether it is the encoder or the decoder",
+    if role not in ("encoder", "decoder", *VIDEO_GRAPHS):
+        raise ContractError(f"{onnx_path} does not say which samdeploy graph it is (encoder, decoder or a video graph)",
                             hint="re-export it with `samdeploy export`")
     model = onnx.load(onnx_path, load_external_data=False)
     qdq = has_qdq(model)
@@ -135,6 +139,9 @@ def plan_build(onnx_path: str, out_dir: str, options: BuildOptions, trt_major: i
 
     if role == "decoder":
         ranges = decoder_ranges(options.max_prompts, options.max_points, options.opt_prompts, options.opt_points)
+    elif role in VIDEO_GRAPHS:
+        ranges = video_ranges(contract, options.max_objects, options.opt_objects, options.max_cond_frames,
+                              options.max_points, options.opt_points)
     else:
         ranges = encoder_ranges(options.max_images, options.opt_images)
     profile = make_profile(contract, role, ranges, onnx_input_dims(model))
@@ -232,7 +239,7 @@ def find_onnx_graphs(paths: Sequence[str], precision: str) -> dict[str, str]:
         pref = [f for f, q in cands if q == want_q] or [f for f, q in cands if not q] or [cands[0][0]]
         chosen[role] = pref[0]
     if not chosen:
-        raise InputError(f"no samdeploy encoder/decoder ONNX found in {list(paths)}",
+        raise InputError(f"no samdeploy graph (encoder/decoder ONNX) found in {list(paths)}",
                          hint="pass the directory written by `samdeploy export` (or calibrate)")
     return chosen
 
@@ -344,7 +351,7 @@ def build_engine(
     if serialized is None:
         raise BuildError(
             f"TensorRT could not build the {plan.role} engine (see the TensorRT log above)",
-            hint="try a larger --workspace-mb, fewer --max-prompts/--max-points, or --precision fp32",
+            hint="try a larger --workspace-mb, fewer --max-prompts/--max-points/--max-objects, or --precision fp32",
         )
     seconds = time.perf_counter() - t0
     write_bytes_atomic(plan.engine_path, bytes(memoryview(serialized)))

@@ -35,13 +35,24 @@ SAM2_DECODER_FIXED_IN: tuple[int, int] = (10, 9)
 # What an unknown target is assumed to be (doctor's default target: JetPack 6).
 ASSUMED_TARGET: tuple[int, int] = (10, 3)
 
+_DECODER_REMEDY = (
+    "use TensorRT >= %s, or build only the encoder with TensorRT (`samdeploy build --graphs encoder`) and run "
+    "decoder.onnx on ONNX Runtime (CUDA or CPU provider); check any decoder engine on the device with "
+    "`python jetson/verify.py --onnx-dir EXPORT --engine-dir ENGINES` (compares masks, IoU and object_score_logits)"
+)
+# track_decoder.onnx (`export --video`) is the same mask decoder fed memory-conditioned features
+_TRACK_REMEDY = (
+    "use TensorRT >= %s, or track with `--backend onnxruntime` (the CUDA provider on a GPU); track_decoder is "
+    "the same mask decoder as decoder.onnx, fed memory-conditioned features, so it is assumed to be hit alike"
+)
+
 SAM2_FAMILIES = frozenset({"sam2"})  # ModelContract.family of SAM 2 and SAM 2.1 exports
 
 
 @dataclass(frozen=True)
 class KnownIssue:
     code: str
-    role: str  # the graph concerned: "encoder" | "decoder"
+    role: str  # the graph concerned: "encoder" | "decoder" | "track_decoder" (the video graphs' mask decoder)
     message: str
     remedy: str
     fixed_in: str  # TensorRT version that fixes it, "MAJOR.MINOR"
@@ -85,7 +96,7 @@ def known_issues(contract: ModelContract, role: str, target: Optional[Sequence[i
     """Known TensorRT miscompiles that apply to the ``role`` graph of ``contract`` on TensorRT
     ``target`` ((major, minor), (major,) when only the major is known, or None = unknown)."""
     issues: list[KnownIssue] = []
-    if role == "decoder" and is_sam2_family_decoder(contract):
+    if role in ("decoder", "track_decoder") and is_sam2_family_decoder(contract):
         hit, described = _affected(target, SAM2_DECODER_FIXED_IN)
         if hit:
             fixed = "%d.%d" % SAM2_DECODER_FIXED_IN
@@ -97,12 +108,7 @@ def known_issues(contract: ModelContract, role: str, target: Optional[Sequence[i
                     "compute wrong outputs (a k/v projection MatMul; output cosine 0.62 vs ONNX Runtime); "
                     f"target TensorRT {described}"
                 ),
-                remedy=(
-                    f"use TensorRT >= {fixed}, or build only the encoder with TensorRT "
-                    "(`samdeploy build --graphs encoder`) and run decoder.onnx on ONNX Runtime (CUDA or CPU "
-                    "provider); check any decoder engine on the device with `python jetson/verify.py "
-                    "--onnx-dir EXPORT --engine-dir ENGINES` (compares masks, IoU and object_score_logits)"
-                ),
+                remedy=(_TRACK_REMEDY if role == "track_decoder" else _DECODER_REMEDY) % fixed,
                 fixed_in=fixed,
                 target=described,
                 source="shalomsb/sam2-trt-tracker JETSON_TRT_ISSUES.md (landscape.md §1.5, theme 8)",

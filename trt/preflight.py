@@ -264,7 +264,11 @@ def contract_findings(path: str, trt_version: Optional[tuple[int, int]] = None) 
     inits = {i.name for i in m.graph.initializer}
     ins = tuple(i.name for i in m.graph.input if i.name not in inits)
     outs = tuple(o.name for o in m.graph.output)
-    want = contract.graph_io(role) if role in ("encoder", "decoder") else None
+    try:  # encoder, decoder and (for a --video export) the three video graphs
+        want = contract.graph_io(role)
+    except ValueError:
+        return [Finding(ERROR, "contract-role", f"the file calls itself a {role!r} graph, which its contract does not have",
+                        "re-export with `samdeploy export` (and --video for the SAM2 video graphs)")], role
     if want and (set(ins) != set(want[0]) or set(outs) != set(want[1])):
         return [Finding(ERROR, "contract-io", f"{role} I/O {ins} -> {outs} differ from the contract {want[0]} -> {want[1]}",
                         "re-export with `samdeploy export`")], role

@@ -1,13 +1,17 @@
 """Optimization profiles (min/opt/max shapes) generated from the contract, never typed by hand.
 
-Every dynamic axis of a samdeploy graph is one of two *symbols*:
+Every dynamic axis of a samdeploy graph is one of these *symbols*:
 
-  ``B``  the leading batch (images for the encoder, prompts for the decoder)
-  ``N``  points per prompt (clicks + box corners + the padding point), decoder only
+  ``B``  the leading batch (images for the encoder, prompts for the decoder, tracked objects for the
+         three video graphs of ``samdeploy export --video``)
+  ``N``  points per prompt (clicks + box corners + the padding point), decoder and track_decoder
+  ``R``  memory frames per object (memory_attention): conditioning frames + the last num_maskmem-1 frames
+  ``P``  object pointers per object (memory_attention): conditioning frames + the last
+         max_obj_ptrs_in_encoder-1 frames
 
 The contract (:mod:`samdeploy.contract`) fixes which axis of which input is which symbol; the user
-gives one range per symbol (``--max-prompts``, ``--max-points``), so every input that shares a symbol
-gets the same min/opt/max. That makes the nanosam #40 failure (``point_labels`` max 1x1 next to
+gives one range per symbol (``--max-prompts``, ``--max-points``, ``--max-objects``,
+``--max-cond-frames``), so every input that shares a symbol gets the same min/opt/max. That makes the nanosam #40 failure (``point_labels`` max 1x1 next to
 ``point_coords`` max 1x10x2) impossible by construction.
 
 The ONNX file is read too: a dimension that the file has fixed is kept fixed (and must agree with
@@ -19,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Union
 
-from ..contract import ENCODER_INPUT, ModelContract, decoder_feeds
+from ..contract import ENCODER_INPUT, VIDEO_GRAPHS, ModelContract, decoder_feeds
 from ..errors import ContractError, InputError
 
-Dim = Union[int, str]  # an int is fixed; "B"/"N" are the symbols
+Dim = Union[int, str]  # an int is fixed; "B"/"N"/"R"/"P" are the symbols
 
 
 def contract_input_axes(contract: ModelContract, role: str) -> dict[str, tuple[Dim, ...]]:
@@ -35,7 +39,32 @@ def contract_input_axes(contract: ModelContract, role: str) -> dict[str, tuple[D
         # every encoder output the decoder consumes arrives with batch 1 (one image per call)
         embeddings = {n: (1, *(int(x) for x in contract.embedding_shape(n))) for n in contract.decoder.embedding_inputs}
         return decoder_feeds(embeddings, ("B", "N", 2), ("B", "N"), ("B", 1, low, low), ("B",))
-    raise InputError(f"graph role must be 'encoder' or 'decoder', got {role!r}")
+    if role in VIDEO_GRAPHS:
+        return _video_input_axes(contract, role)
+    raise InputError(f"graph role must be 'encoder', 'decoder' or one of {', '.join(VIDEO_GRAPHS)}, got {role!r}")
+
+
+def _video_input_axes(contract: ModelContract, role: str) -> dict[str, tuple[Dim, ...]]:
+    """The video graphs (layout at the top of :mod:`samdeploy.contract`): every per-object input has the
+    object batch B first; the image encoder's outputs arrive with batch 1 (one frame per call)."""
+    v = contract.video
+    if v is None:
+        raise ContractError(f"the contract of {contract.model_id} has no video graphs",
+                            hint="re-export with `samdeploy export --video`")
+    low = int(contract.decoder.low_res_size)
+    image = (1, *(int(x) for x in contract.embedding_shape(v.attn_image)))
+    hidden, h, w = image[1:]
+    if role == "memory_attention":
+        t, d, n_mem = int(v.tokens_per_frame), int(v.mem_dim), int(v.num_maskmem)
+        return {v.attn_image: image, v.attn_memory: ("B", "R", t, d), v.attn_memory_time: ("B", "R", n_mem),
+                v.attn_memory_valid: ("B", "R"), v.attn_obj_ptrs: ("B", "P", hidden),
+                v.attn_obj_ptr_tpos: ("B", "P"), v.attn_obj_ptr_valid: ("B", "P")}
+    if role == "memory_encoder":
+        return {v.menc_image: image, v.menc_mask: ("B", 1, low, low), v.menc_object_score: ("B", 1),
+                v.menc_binarize: ("B",)}
+    feats = {n: (1, *(int(x) for x in contract.embedding_shape(n))) for n in v.track_feature_inputs}
+    return {v.track_conditioned: ("B", hidden, h, w), **feats, v.track_point_coords: ("B", "N", 2),
+            v.track_point_labels: ("B", "N"), v.track_mask_input: ("B", 1, low, low), v.track_has_mask_input: ("B",)}
 
 
 @dataclass(frozen=True)
@@ -48,7 +77,7 @@ class SymbolRange:
         if not (1 <= self.min <= self.opt <= self.max):
             raise InputError(
                 f"profile range must satisfy 1 <= min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}",
-                hint="fix --max-prompts/--opt-prompts/--max-points/--opt-points",
+                hint="fix --max-prompts/--opt-prompts/--max-points/--opt-points/--max-objects/--opt-objects",
             )
 
 
@@ -83,6 +112,40 @@ def decoder_ranges(
     opt_b = 1 if opt_prompts is None else int(opt_prompts)
     opt_n = min(2, int(max_points)) if opt_points is None else int(opt_points)
     return {"B": SymbolRange(1, opt_b, int(max_prompts)), "N": SymbolRange(1, opt_n, int(max_points))}
+
+
+def video_ranges(
+    contract: ModelContract,
+    max_objects: int = 4,
+    opt_objects: Optional[int] = None,
+    max_cond_frames: int = 4,
+    max_points: int = 8,
+    opt_points: Optional[int] = None,
+) -> dict[str, SymbolRange]:
+    """Ranges for the video graphs, from the contract's memory settings (SAM2VideoPredictor's).
+
+    ``B`` = objects tracked in one call (the Tracker splits larger sets into chunks of ``max_objects``);
+    ``R`` = 1 .. ``num_maskmem - 1 + max_cond_frames`` (every conditioning frame is attended, plus the
+    recent frames), opt ``num_maskmem`` (one prompt frame + a full recent window, the steady state);
+    ``P`` = 1 .. ``max_obj_ptrs_in_encoder - 1 + max_cond_frames``, opt ``max_obj_ptrs_in_encoder``;
+    ``N`` as for the decoder (the tracker always sends >= 2 rows: clicks or a placeholder + SAM2's
+    padding point), opt 2."""
+    v = contract.video
+    if v is None:
+        raise ContractError(f"the contract of {contract.model_id} has no video graphs",
+                            hint="re-export with `samdeploy export --video`")
+    if int(max_cond_frames) < 1:
+        raise InputError(f"--max-cond-frames must be >= 1, got {max_cond_frames}",
+                         hint="every tracked object has at least the frame it was prompted on")
+    n_mem, n_ptr, c = int(v.num_maskmem), int(v.max_obj_ptrs_in_encoder), int(max_cond_frames)
+    r_max, p_max = n_mem - 1 + c, n_ptr - 1 + c
+    opt_n = min(2, int(max_points)) if opt_points is None else int(opt_points)
+    return {
+        "B": SymbolRange(1, 1 if opt_objects is None else int(opt_objects), int(max_objects)),
+        "R": SymbolRange(1, min(n_mem, r_max), r_max),
+        "P": SymbolRange(1, min(n_ptr, p_max), p_max),
+        "N": SymbolRange(1, opt_n, int(max_points)),
+    }
 
 
 def encoder_ranges(max_images: int = 1, opt_images: Optional[int] = None) -> dict[str, SymbolRange]:

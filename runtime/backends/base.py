@@ -21,6 +21,9 @@ A backend *object* (see :class:`Backend`) must provide
 * ``min_points``    -- (optional, default 0) smallest N the graph accepts; a TensorRT profile's min.
                        With ``min_points >= 1`` the predictor encodes a prompt without clicks or box
                        as the padding point instead of N = 0.
+* ``input_limits``  -- (optional, default ``None`` = unlimited) ``{input name: (min shape, max shape)}``
+                       of a TensorRT profile; the Tracker reads it for the memory-bank axes (R, P)
+                       and refuses a bank the engine cannot take with a typed error.
 * ``run(feeds)``    -- ``feeds`` maps *every* input name to a C-contiguous float32 ndarray (the
                        predictor always sends float32, even when an engine's I/O is fp16: casting is
                        the backend's job). Returns ``{output_name: float32 ndarray}`` for *all*
@@ -51,6 +54,9 @@ A backend *module* (``samdeploy.runtime.backends.<name>``) must expose these fun
   weights loaded, no device needed) so mismatched files are refused before anything is built.
 * ``find_graphs(model_dir: str) -> tuple[str, str]`` -- the (encoder, decoder) file paths inside a
   model directory; raise :class:`~samdeploy.errors.MissingFileError` if they are not there.
+* ``find_video_graphs(encoder_path: str) -> dict[str, str]`` (optional) -- for a backend with its own
+  files (TensorRT engines): role -> path of the three video graphs belonging with that encoder. Without
+  it the :class:`~samdeploy.runtime.Tracker` opens the export directory's hash-checked ONNX files.
 
 This module has no heavy imports so that every backend (and the TensorRT one on machines without
 TensorRT) can import it.
@@ -112,6 +118,7 @@ class BackendBase:
         self.output_names = tuple(output_names)
         self.max_batch = max_batch
         self.max_points = max_points
+        self.input_limits: Optional[dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = None
         self._closed = False
 
     # -- public ---------------------------------------------------------------------------------

@@ -26,12 +26,12 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ...contract import DECODER_POINT_COORDS, ENCODER_INPUT, ModelContract
+from ...contract import DECODER_POINT_COORDS, ENCODER_INPUT, VIDEO_GRAPHS, ModelContract
 from ...errors import BackendUnavailableError, ContractError, InputError, MissingFileError
 from .base import BackendBase
 
 NAME = "tensorrt"
-ENGINE_NAMES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}
+ENGINE_NAMES = {"encoder": "encoder.engine", "decoder": "decoder.engine", **{r: f"{r}.engine" for r in VIDEO_GRAPHS}}
 
 _INSTALL_HINT = (
     "the TensorRT backend needs an NVIDIA GPU with TensorRT >= 10 and pycuda installed "
@@ -92,12 +92,53 @@ def find_graphs(model_dir: str) -> tuple[str, str]:
     )
 
 
+def find_video_graphs(encoder_path: str) -> dict[str, str]:
+    """The video engines (``samdeploy build --graphs video``) next to the encoder engine, by role."""
+    d = os.path.dirname(os.path.abspath(encoder_path))
+    paths = {r: os.path.join(d, ENGINE_NAMES[r]) for r in VIDEO_GRAPHS}
+    missing = [os.path.basename(p) for p in paths.values() if not os.path.exists(p)]
+    if missing:
+        raise MissingFileError(
+            f"no {', '.join(missing)} next to {encoder_path}",
+            hint=f"build them on this device: `samdeploy build EXPORT_DIR --graphs encoder,decoder,video --out {d}` "
+            "(EXPORT_DIR from `samdeploy export --video`), or track with --backend onnxruntime",
+        )
+    return paths
+
+
 def open_graph(path: str, role: str, **options: Any) -> "TensorRTBackend":
     """Open one engine lazily. Options: ``cuda_graph_batch`` (int, decoder only), ``device`` (int);
     ``threads``/``providers`` (ONNX Runtime options) are accepted and ignored."""
     options.pop("threads", None)
     options.pop("providers", None)
     return TensorRTBackend(path, role, **options)
+
+
+def profile_limits(contract: ModelContract, role: str, profile) -> dict[str, Any]:
+    """What the runtime must respect for an engine built with ``profile`` (no TensorRT needed):
+    ``max_batch`` (prompts / images / objects), ``max_points`` and ``min_points`` (decoders) and
+    ``input_limits`` = {input: (min shape, max shape)} for the callers that check other axes (the
+    Tracker's memory frames R and object pointers P)."""
+    if role == "encoder":
+        batch_input, points_input = ENCODER_INPUT, None
+    elif role == "decoder":
+        batch_input = points_input = DECODER_POINT_COORDS
+    elif role in VIDEO_GRAPHS and contract.video is not None:
+        v = contract.video
+        batch_input = {"memory_attention": v.attn_memory, "memory_encoder": v.menc_mask,
+                       "track_decoder": v.track_conditioned}[role]
+        points_input = v.track_point_coords if role == "track_decoder" else None
+    else:
+        raise ContractError(f"an engine of role {role!r} is not something this runtime runs",
+                            hint="build engines with `samdeploy build` from a `samdeploy export` directory")
+    shapes = profile.shapes
+    return {
+        "max_batch": int(shapes[batch_input][2][0]),
+        "max_points": int(shapes[points_input][2][1]) if points_input else None,
+        # the profile's smallest N: below it the engine cannot run, so the Predictor pads empty prompts
+        "min_points": int(shapes[points_input][0][1]) if points_input else 0,
+        "input_limits": {n: (tuple(int(x) for x in mn), tuple(int(x) for x in mx)) for n, (mn, _, mx) in shapes.items()},
+    }
 
 
 class _CudaGraph:
@@ -144,6 +185,16 @@ class _CudaGraph:
             self.graph = ctypes.c_void_p()
 
 
+_PROFILE_HINTS = {
+    "encoder": "rebuild the encoder with a larger --max-images",
+    "decoder": "split the prompts into smaller batches, or rebuild with larger --max-prompts/--max-points",
+    "memory_attention": "rebuild the video graphs with larger --max-objects / --max-cond-frames "
+                        "(`samdeploy build EXPORT --graphs video ...`)",
+    "memory_encoder": "rebuild the video graphs with a larger --max-objects",
+    "track_decoder": "rebuild the video graphs with larger --max-objects / --max-points",
+}
+
+
 class TensorRTBackend(BackendBase):
     name = NAME
 
@@ -168,11 +219,10 @@ class TensorRTBackend(BackendBase):
         if set(prof.shapes) != set(ins) or (manifest.io and set(manifest.io) != set(ins) | set(outs)):
             raise ContractError(f"{path} does not have the contract's {role} inputs/outputs",
                                 hint="rebuild it from a `samdeploy export` ONNX with `samdeploy build`")
-        batch_input = DECODER_POINT_COORDS if role == "decoder" else ENCODER_INPUT
-        max_points = prof.max_of(DECODER_POINT_COORDS, 1) if role == "decoder" else None
-        super().__init__(path, role, ins, outs, max_batch=prof.max_of(batch_input, 0), max_points=max_points)
-        # The profile's smallest N: below it the engine cannot run, so the Predictor pads empty prompts.
-        self.min_points = int(prof.shapes[DECODER_POINT_COORDS][0][1]) if role == "decoder" else 0
+        limits = profile_limits(manifest.model_contract, role, prof)
+        super().__init__(path, role, ins, outs, max_batch=limits["max_batch"], max_points=limits["max_points"])
+        self.min_points = limits["min_points"]
+        self.input_limits = limits["input_limits"]
         self.manifest = manifest
         self._trt, self._cuda = trt, cuda
         self._device = int(device)
@@ -224,7 +274,7 @@ class TensorRTBackend(BackendBase):
             if arr.ndim != len(mx) or any(not (lo <= d <= hi) for d, lo, hi in zip(arr.shape, mn, mx)):
                 raise InputError(
                     f"{self.role} input {n} has shape {tuple(arr.shape)}, outside the engine profile {tuple(mn)}..{tuple(mx)}",
-                    hint="split the prompts into smaller batches, or rebuild with larger --max-prompts/--max-points",
+                    hint=_PROFILE_HINTS.get(self.role, _PROFILE_HINTS["decoder"]),
                 )
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -239,7 +289,8 @@ class TensorRTBackend(BackendBase):
                 host[:] = np.ascontiguousarray(arr, dtype=np.float32).reshape(-1).astype(self._dtype[n], copy=False)
                 cuda.memcpy_htod_async(self._dev[n], host, self._stream)
                 self._context.set_input_shape(n, shapes[n])
-            use_graph = self._cuda_graph_batch is not None and shapes[DECODER_POINT_COORDS][0] == self._cuda_graph_batch
+            use_graph = (self._cuda_graph_batch is not None and self.role == "decoder"
+                         and shapes[DECODER_POINT_COORDS][0] == self._cuda_graph_batch)
             if use_graph and (self._graph is None or self._graph_shapes != shapes):
                 self._capture(shapes)
             if use_graph and self._graph is not None:
