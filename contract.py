@@ -76,7 +76,9 @@ DECODER_IOU, DECODER_LOW_RES_MASKS = DECODER_OUTPUTS
 
 
 # Graph names of the families with more than one encoder output / an extra decoder output.
-HQ_INTERM = "interm_embeddings"  # HQ-SAM's early ViT/TinyViT feature (channels last)
+HQ_FEATURES = "hq_features"  # HQ-SAM's per-image HQ features F_hq [32, 256, 256], computed by the encoder graph
+HQ_INTERM = "interm_embeddings"  # what HQ exports before hq_features returned instead (early ViT feature,
+#                                  channels last; the decoder computed F_hq): such files still load and run
 SAM2_ENCODER_OUTPUTS = (ENCODER_OUTPUT, "high_res_feats_0", "high_res_feats_1")
 SAM2_OBJECT_SCORE = "object_score_logits"  # [B, 1]; an object is absent where it is <= 0
 

@@ -17,7 +17,9 @@ Modules (torch unless noted):
     qdq.py        layer -> ONNX node matching by value, QDQ writer, inspection (onnx + numpy)
     evaluate.py   FP32 vs INT8 through ONNX Runtime, the accuracy gate (numpy + ORT)
     mixed.py      per-layer sensitivity, automatic mixed precision
-    pipeline.py   the `samdeploy calibrate` pipeline and its outputs
+    pipeline.py   the `samdeploy calibrate` pipeline: settings, stages, gate, result
+    report.py     calibration.json document, Markdown report, methods table
+    outputs.py    writes the INT8 directory: graphs, calibration.json, report, manifest
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..onnx_graph import GraphIndex
+
 from . import quant
 from .errors import CalibrationError
 
@@ -71,43 +73,6 @@ class WeightedNode:
         return self.weight
 
 
-class _Graph:
-    """Constant lookup helpers over one ModelProto."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
-        g = model.graph
-        self.inits = {t.name: t for t in g.initializer}
-        self.producer = {o: n for n in g.node for o in n.output if o}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in n.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
-
-    def const(self, name: str, depth: int = 0) -> np.ndarray | None:
-        """Value of ``name`` if it is an initializer, a Constant, or Identity/Transpose of one."""
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is None or depth > 4:
-            return None
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-            return None
-        if node.op_type == "Identity":
-            return self.const(node.input[0], depth + 1)
-        if node.op_type == "Transpose":
-            v = self.const(node.input[0], depth + 1)
-            if v is None:
-                return None
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            return np.transpose(v, perm)
-        return None
-
-
 def _attr(node: onnx.NodeProto, name: str, default):
     for a in node.attribute:
         if a.name == name:
@@ -117,7 +82,7 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 def weighted_nodes(model: onnx.ModelProto) -> list[WeightedNode]:
     """Conv/ConvTranspose/MatMul/Gemm nodes with a constant float weight, in graph order."""
-    gr = _Graph(model)
+    gr = GraphIndex(model.graph)
     out = []
     for idx, n in enumerate(model.graph.node):
         if n.op_type not in WEIGHTED_OPS or n.domain not in ("", "ai.onnx") or len(n.input) < 2:
@@ -298,7 +263,7 @@ def _lift_bias_ranks(model: onnx.ModelProto, quantized: list[WeightedNode]) -> l
     the MatMul for ``MatMulIntegerToFloat``. Semantics are unchanged (TensorRT does not care)."""
     g = model.graph
     ranks = _ranks(model)
-    gr = _Graph(model)
+    gr = GraphIndex(model.graph)
     added: dict[tuple[str, int], str] = {}
     new = []
     for wn in quantized:
@@ -313,7 +278,7 @@ def _lift_bias_ranks(model: onnx.ModelProto, quantized: list[WeightedNode]) -> l
             continue
         add = users[0]
         k = 1 if add.input[0] == node.output[0] else 0
-        bias = gr.const(add.input[k]) if add.input[k] in gr.inits else None
+        bias = gr.const(add.input[k]) if add.input[k] in gr.initializers else None
         if bias is None or bias.ndim != 1:
             continue
         key = (add.input[k], rank)
@@ -363,7 +328,7 @@ class QdqNodeInfo:
 
 def inspect_qdq(model: onnx.ModelProto) -> dict[str, QdqNodeInfo]:
     """What each quantized weighted node looks like: scales, axes, zero points, Q fan-out."""
-    gr = _Graph(model)
+    gr = GraphIndex(model.graph)
 
     def dq_of(tensor: str):
         n = gr.producer.get(tensor)
@@ -407,7 +372,7 @@ def count_qdq(model: onnx.ModelProto) -> dict[str, int]:
 
 def zero_point_problems(model: onnx.ModelProto) -> list[str]:
     """Every Q/DQ must have an explicit int8 zero point that is all zeros."""
-    gr = _Graph(model)
+    gr = GraphIndex(model.graph)
     bad = []
     for n in model.graph.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):

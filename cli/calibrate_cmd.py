@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         say(f"time {time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
-    from ..calibration.pipeline import results_table
+    from ..calibration.report import results_table
 
     print(results_table(result))
     if result.mixed:

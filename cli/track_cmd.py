@@ -341,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, backend=args.backend, providers=args.providers, threads=args.threads,
         num_frames=info.frame_count if known_length else None, memory_storage=args.memory_storage,
         fill_hole_area=args.fill_hole_area, max_objects=args.max_objects,
-        allow_outside_points=args.allow_outside_points, graph_dir=args.engine_dir)
+        allow_outside_points=args.allow_outside_points,
+        **({"graph_dir": args.engine_dir} if args.engine_dir is not None else {}))
     sink = jsonl = None
     progress = _Progress(info.frame_count if known_length else -1,
                          not args.quiet and not args.summary_json and sys.stderr.isatty())

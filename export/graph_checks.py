@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from ..contract import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, VIDEO_GRAPHS
+from ..onnx_graph import GraphIndex
 
 FORBIDDEN_OPS = ("OneHot", "Tile")
 
@@ -81,18 +82,12 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 def inputs_used_as_shapes(model: onnx.ModelProto) -> dict[str, list[str]]:
     """Graph input -> the nodes where its values (not just its shape) feed a shape operand."""
-    graph = model.graph
-    initializers = {t.name for t in graph.initializer}
+    index = GraphIndex(model.graph)
+    consumers = index.uses  # tensor -> [(node, input position)]
     result: dict[str, list[str]] = {}
-    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            consumers.setdefault(name, []).append((node, i))
-    for inp in graph.input:
-        if inp.name in initializers:
-            continue
-        tainted = {inp.name}
-        frontier = [inp.name]
+    for name in index.inputs:
+        tainted = {name}
+        frontier = [name]
         hits: list[str] = []
         while frontier:
             value = frontier.pop()
@@ -106,7 +101,7 @@ def inputs_used_as_shapes(model: onnx.ModelProto) -> dict[str, list[str]]:
                         tainted.add(out)
                         frontier.append(out)
         if hits:
-            result[inp.name] = hits
+            result[name] = hits
     return result
 
 

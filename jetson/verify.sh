@@ -3,7 +3,7 @@
 #
 #   jetson/verify.sh EXPORT_DIR [ENGINES_PARENT_DIR]
 #
-# Exit 1 if any engine fails its parity gate. Reports go to <engine dir>/verify.json and bench.json.
+# Exit 1 if any engine fails its parity gate (with video engines, the Tracker too: verify.py --video). Reports go to <engine dir>/verify.json and bench.json.
 set -euo pipefail
 
 if [ "$#" -lt 1 ]; then
@@ -20,7 +20,11 @@ for engines in "$parent"/engines-*; do
   [ -d "$engines" ] || continue
   found=1
   echo "== parity: $engines"
-  if ! python3 "$here/verify.py" --onnx-dir "$export_dir" --engine-dir "$engines" --json "$engines/verify.json"; then
+  video=()
+  if [ -f "$engines/memory_attention.engine" ]; then
+    video=(--video)  # `build --graphs all` of an `export --video` directory: the tracker is compared too
+  fi
+  if ! python3 "$here/verify.py" --onnx-dir "$export_dir" --engine-dir "$engines" --json "$engines/verify.json" "${video[@]}"; then
     status=1
   fi
   echo "== benchmark: $engines"

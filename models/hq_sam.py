@@ -10,11 +10,17 @@ HQ-SAM keeps SAM frozen and adds a *High-Quality Output Token* and a *global-loc
     HQ mask          hf_mlp(hf token) . (embedding_maskfeature(U) + F_hq)
                      embedding_maskfeature = Conv3x3 32->64, LN2d, GELU, Conv3x3 64->32
 
-The early ViT feature ("interm_embeddings", channels last [B, 64, 64, vit_dim]) is the output of the
+The early ViT feature ("interm", channels last [B, 64, 64, vit_dim]) is the output of the
 first global-attention block of SAM's ViT (vit_b: block 2, vit_l: 5, vit_h: 7; the official encoder
 returns all four global blocks' outputs and the decoder reads [0]), or for ``vit_tiny`` (TinyViT-5M,
 MobileSAM's encoder) the output of ``layers[1]`` (after its PatchMerging to 160 channels, 64 x 64).
 ``vit_dim`` = 768 / 1024 / 1280 / 160 for vit_b / vit_l / vit_h / vit_tiny.
+
+F_hq depends on the image only, so it is computed ONCE per image, in the encoder graph: the encoder
+returns ``(image_embeddings, hq_features)`` and the decoder consumes both (the official decoder
+recomputes F_hq for every prompt batch; here a click costs only the prompt-dependent part). Exports made
+before this returned the early ViT feature as ``interm_embeddings`` and computed F_hq in the decoder;
+their contracts say so and they keep working (the runtime feeds whatever the contract names).
 
 Public API::
 
@@ -23,11 +29,11 @@ Public API::
         .hq_features(image_embeddings [1,256,64,64], interm_embeddings [1,64,64,vit_dim]) -> [1,32,256,256]
         .predict_masks(image_embeddings, image_pe, sparse, dense, hq_features=None)
             -> (masks [B,5,256,256] (or the 4 SAM masks when hq_features is None), iou_pred [B,4])
-    hq_decode(prompt_encoder, decoder_hq, image_embeddings, interm_embeddings, point_coords,
+    hq_decode(prompt_encoder, decoder_hq, image_embeddings, hq_features, point_coords,
               point_labels, mask_input, has_mask_input) -> (iou_predictions [B,4], low_res_masks [B,5,256,256])
-    ImageEncoderViTHQ(ImageEncoderViT), TinyViTHQ(TinyViT): forward(x) -> (image_embeddings, interm_embeddings)
-    HQSam(Sam).encode(image 0..255 [B,3,1024,1024]) -> (image_embeddings [B,256,64,64], interm [B,64,64,vit_dim])
-    HQSam.decode(image_embeddings [1,...], interm_embeddings [1,...], point_coords, point_labels,
+    ImageEncoderViTHQ(ImageEncoderViT), TinyViTHQ(TinyViT): forward(x) -> (image_embeddings, interm)
+    HQSam(Sam).encode(image 0..255 [B,3,1024,1024]) -> (image_embeddings [B,256,64,64], hq_features [B,32,256,256])
+    HQSam.decode(image_embeddings [1,...], hq_features [1,...], point_coords, point_labels,
                  mask_input, has_mask_input) -> (iou_predictions [B,4], low_res_masks [B,5,256,256])
     HQSam.decode_reference(...)   same outputs, computed the way the official MaskDecoderHQ reads
     build_hq_sam(name, device=None), random_hq_sam(name, seed=0, realistic=True), make_realistic_hq_(model)
@@ -55,8 +61,8 @@ the summed low-res logits). HQ-SAM returns ONE mask per prompt even in multimask
 :func:`hq_select` implements this in NumPy (no torch import) for the runtime.
 
 Export notes: no boolean-index writes, no data-dependent control flow; the prompt batch B comes from
-``has_mask_input`` so N = 0 points works; the image embeddings and the intermediate feature have
-batch 1 and are broadcast over the B prompts (HQ features are computed once per call).
+``has_mask_input`` so N = 0 points works; the image embeddings and the HQ features have batch 1 and
+are broadcast over the B prompts.
 """
 
 from __future__ import annotations
@@ -216,13 +222,13 @@ def hq_decode(
     prompt_encoder: PromptEncoder,
     decoder_hq: MaskDecoderHQ,
     image_embeddings: Tensor,
-    interm_embeddings: Tensor,
+    hq_features: Tensor,
     point_coords: Tensor,
     point_labels: Tensor,
     mask_input: Tensor,
     has_mask_input: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """One image (image_embeddings [1,256,64,64], interm_embeddings [1,64,64,vit_dim]) and B prompts
+    """One image (image_embeddings [1,256,64,64], hq_features [1,32,256,256] of the encoder) and B prompts
     (point_coords [B,N,2] pixels in the 1024 frame, point_labels [B,N] in -1..3, mask_input
     [B,1,256,256], has_mask_input [B]) -> (iou_predictions [B,4], low_res_masks [B,5,256,256]):
     channels 0..3 the SAM tokens, 4 the HQ token. No selection here (see :func:`hq_select`)."""
@@ -238,7 +244,6 @@ def hq_decode(
     upscaled = dec.output_upscaling(keys.transpose(1, 2).unflatten(-1, (h, w)))  # [B,32,4h,4w]
     hyper = torch.stack([mlp(queries[:, 1 + i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
     masks = (hyper @ upscaled.flatten(2)).unflatten(-1, (4 * h, 4 * w))  # [B,4,4h,4w]
-    hq_features = dec.hq_features(image_embeddings, interm_embeddings)  # [1,32,4h,4w], once per call
     mask_hq = _hq_mask(dec, upscaled, queries[:, 1 + n, :], hq_features)
     return iou_pred, torch.cat([masks, mask_hq], dim=1)
 
@@ -286,8 +291,8 @@ class HQSam(Sam):
     """``Sam`` with HQ-SAM's encoder (two outputs) and decoder (five mask channels).
 
     encode(image [B,3,S,S] RGB 0..255, mean-padded) -> (image_embeddings [B,256,64,64],
-                                                       interm_embeddings [B,64,64,vit_dim])
-    decode(image_embeddings [1,...], interm_embeddings [1,...], point_coords [B,N,2], point_labels [B,N],
+                                                       hq_features [B,32,256,256])
+    decode(image_embeddings [1,...], hq_features [1,...], point_coords [B,N,2], point_labels [B,N],
            mask_input [B,1,256,256], has_mask_input [B]) -> (iou_predictions [B,4], low_res_masks [B,5,256,256])
     """
 
@@ -295,26 +300,28 @@ class HQSam(Sam):
 
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         x = (image - self.pixel_mean) / self.pixel_std
-        return self.image_encoder(x)
+        embeddings, interm = self.image_encoder(x)
+        # F_hq per image: the prompt-independent half of the HQ decoder, computed once here
+        return embeddings, self.mask_decoder.hq_features(embeddings, interm)
 
     def decode(  # type: ignore[override]
         self,
         image_embeddings: Tensor,
-        interm_embeddings: Tensor,
+        hq_features: Tensor,
         point_coords: Tensor,
         point_labels: Tensor,
         mask_input: Tensor,
         has_mask_input: Tensor,
     ) -> tuple[Tensor, Tensor]:
         return hq_decode(
-            self.prompt_encoder, self.mask_decoder, image_embeddings, interm_embeddings,
+            self.prompt_encoder, self.mask_decoder, image_embeddings, hq_features,
             point_coords, point_labels, mask_input, has_mask_input,
         )
 
     def decode_reference(  # type: ignore[override]
         self,
         image_embeddings: Tensor,
-        interm_embeddings: Tensor,
+        hq_features: Tensor,
         point_coords: Tensor,
         point_labels: Tensor,
         mask_input: Tensor,
@@ -323,14 +330,8 @@ class HQSam(Sam):
         """Same outputs as :meth:`decode`, the way the official MaskDecoderHQ reads."""
         sparse, dense = self.prompt_encoder(point_coords, point_labels, mask_input, has_mask_input)
         dec = self.mask_decoder
-        masks, iou = dec.predict_masks(
-            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
-            dec.hq_features(image_embeddings, interm_embeddings),
-        )
+        masks, iou = dec.predict_masks(image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, hq_features)
         return iou, masks
-
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        return self.encode(image)
 
 
 # (embed_dim, depth, num_heads, global_attn_indexes) of the official builders; vit_tiny = TinyViT-5M
@@ -393,8 +394,8 @@ def make_realistic_hq_(model: HQSam, target: float = 20.0, seed: int = 0) -> HQS
     n = 4
     coords = torch.cat([torch.rand(n, 1, 2, generator=g) * 1024.0, torch.zeros(n, 1, 2)], dim=1).to(device)
     labels = torch.tensor([[1.0, -1.0]] * n, device=device)
-    _, masks = model.decode_reference(emb, interm, coords, labels, torch.zeros(n, 1, 256, 256, device=device),
-                                      torch.zeros(n, device=device))
+    _, masks = model.decode_reference(emb, dec.hq_features(emb, interm), coords, labels,
+                                      torch.zeros(n, 1, 256, 256, device=device), torch.zeros(n, device=device))
     factor = target / max(masks[:, HQ_TOKEN].abs().max().item(), 1e-12)
     dec.hf_mlp.layers[-1].weight.mul_(factor)
     dec.hf_mlp.layers[-1].bias.mul_(factor)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..contract import (ENCODER_OUTPUT, HQ_INTERM, SAM2_ENCODER_OUTPUTS as SAM2_OUTPUTS, SAM2_OBJECT_SCORE,
+from ..contract import (ENCODER_OUTPUT, HQ_FEATURES, SAM2_ENCODER_OUTPUTS as SAM2_OUTPUTS, SAM2_OBJECT_SCORE,
                         ZERO_TOKEN_LABEL, Decoder, Encoder, ModelContract, Preprocess, Prompts, TensorSpec)
 # SAM2's image path: the 64x64 embedding (no_mem_embed added) and the two high-resolution levels
 SAM2_SHAPES = ((256, 64, 64), (32, 256, 256), (64, 128, 128))
@@ -91,7 +91,7 @@ class Variant:
             return Decoder(score=self.score, mask_input=False, accepts_no_points=True, postprocess="direct",
                            mask_interpolation="bicubic")
         if self.interm_dim is not None:  # HQ-SAM: 4 SAM tokens + the HQ token, two encoder outputs
-            return Decoder(num_mask_tokens=5, hq_token=4, embedding_inputs=(ENCODER_OUTPUT, HQ_INTERM),
+            return Decoder(num_mask_tokens=5, hq_token=4, embedding_inputs=(ENCODER_OUTPUT, HQ_FEATURES),
                            score=self.score, accepts_no_points=True)
         return Decoder(always_multimask=self.always_multimask, score=self.score, accepts_no_points=True)
 
@@ -100,8 +100,8 @@ class Variant:
         if self.sam2:
             return Encoder(outputs=tuple(TensorSpec(n, s) for n, s in zip(SAM2_OUTPUTS, SAM2_SHAPES)))
         outputs = (TensorSpec(ENCODER_OUTPUT, (256, 64, 64)),)
-        if self.interm_dim is not None:  # channels last, as the official encoder returns it
-            outputs += (TensorSpec(HQ_INTERM, (64, 64, self.interm_dim)),)
+        if self.interm_dim is not None:  # F_hq, once per image (transformer_dim / 8 channels at 4x the embedding)
+            outputs += (TensorSpec(HQ_FEATURES, (32, 256, 256)),)
         return Encoder(outputs=outputs)
 
 

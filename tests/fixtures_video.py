@@ -46,7 +46,7 @@ def object_box(i: int, n: int, hw: tuple[int, int], size: int = 72) -> tuple[int
 VIDEO_HW, VIDEO_FRAMES = (250, 333), 64
 
 
-def _box(i: int) -> list[float]:
+def object_prompt_box(i: int) -> list[float]:
     x0, y0, x1, y1 = object_box(i, VIDEO_FRAMES, VIDEO_HW)
     h, w = VIDEO_HW
     return [max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)]
@@ -55,10 +55,10 @@ def _box(i: int) -> list[float]:
 #: frame -> {object id: prompt} (pixels of the 250x333 frames); removals: frame -> ids removed before it.
 #: Used by tests/test_tracker_vs_sam2.py and scripts/track_parity.py.
 SCENARIOS = {
-    "one_object_box": ({0: {1: {"box": _box(0)}}}, {}),
+    "one_object_box": ({0: {1: {"box": object_prompt_box(0)}}}, {}),
     "three_objects": (
         {
-            0: {1: {"box": _box(0)}},
+            0: {1: {"box": object_prompt_box(0)}},
             7: {2: {"points": [[250.0, 200.0]], "labels": [1]}},  # one click: the multimask path
             20: {3: {"points": [[60.0, 40.0], [90.0, 120.0]], "labels": [1, 0]}},  # added on frame 20
         },

@@ -40,7 +40,8 @@ def test_tensorrt_calibration_is_quiet(tmp_path):
 
 
 def test_calibrated_contract_records_its_target():
-    from samdeploy.calibration.pipeline import CalibrationSettings, int8_contract
+    from samdeploy.calibration.outputs import int8_contract
+    from samdeploy.calibration.pipeline import CalibrationSettings
 
     c = ModelContract(family="mobile_sam", variant="vit_t", weights_sha256="0" * 64)
     s = CalibrationSettings(target="ort-cpu")

@@ -1,5 +1,5 @@
 """INT8 calibration of encoders with several outputs (issue 10): SAM2.1 Hiera-T (image_embeddings,
-high_res_feats_0, high_res_feats_1) and HQ-SAM light (image_embeddings, interm_embeddings), seeded
+high_res_feats_0, high_res_feats_1) and HQ-SAM light (image_embeddings, hq_features), seeded
 random weights with the realistic decoder scale.
 
 Small settings (1 calibration photograph, 2 prompts, 32 sampled positions, 12 candidates x 2 rounds;
@@ -28,7 +28,7 @@ from samdeploy.calibration import qdq
 from samdeploy.calibration.evaluate import Evaluator, Gate, ort_session
 from samdeploy.calibration.pipeline import CalibrationSettings, calibrate
 from samdeploy.calibration.search import LayerScales
-from samdeploy.contract import ENCODER_INPUT, HQ_INTERM, SAM2_ENCODER_OUTPUTS, ENCODER_OUTPUT, read_onnx_contract
+from samdeploy.contract import ENCODER_INPUT, HQ_FEATURES, SAM2_ENCODER_OUTPUTS, ENCODER_OUTPUT, read_onnx_contract
 from samdeploy.errors import GateFailedError
 
 CALIB, HELD_OUT = "astronaut", "camera"  # camera is one of the bundled held-out photographs
@@ -223,14 +223,17 @@ def test_hq_sam_tiny_calibrates_and_the_gate_can_fail(exported_model_dir, tmp_pa
     gate = Gate(mean_iou=0.85, p5_iou=0.6)  # random TinyViT at 1 image / 12x2 candidates: ~0.95 mean
     r = calibrate(d, out, _fast(gate=gate), images=_images(_photos(), CALIB), eval_images=_images(_held_out(), HELD_OUT),
                   cache_dir=tmp_path / "cache", progress=False)
-    names = (ENCODER_OUTPUT, HQ_INTERM)
+    names = (ENCODER_OUTPUT, HQ_FEATURES)
     assert set(r.metrics.output_cosine) == set(names) and not r.gate_problems
     doc = json.loads((out / "calibration.json").read_text())
     assert [o["name"] for o in doc["encoder_outputs"]] == list(names)
     assert all(o["grad_sq_share"] > 0.05 for o in doc["encoder_outputs"])  # both features carry task-loss gradient
     report = (out / "calibration_report.md").read_text()
     assert all(f"`{n}`" in report for n in names) and f"{r.metrics.mean_iou:.4f}" in report
-    assert len(doc["layers"]) == 69  # every Conv/Linear of TinyViT-5M that runs (the HQ decoder stays FP32)
+    # every Conv/Linear of TinyViT-5M that runs (69) + the 4 ConvTranspose of F_hq, which the encoder graph
+    # computes; the HQ decoder stays FP32
+    assert len(doc["layers"]) == 73
+    assert sum(k.startswith("mask_decoder.") for k in doc["layers"]) == 4
 
     contract = read_onnx_contract(str(d / "encoder.onnx"))[0]
     ev = Evaluator(ort_session(str(d / "encoder.onnx"), 2), ort_session(str(d / "decoder.onnx"), 2),

@@ -80,3 +80,23 @@ def test_verify_script_help_and_flags():
     assert "samdeploy bench --model-dir" in text and "--backend tensorrt" in text
     from samdeploy.cli.main import build_parser
     build_parser("bench").parse_args(["bench", "--model-dir", "x", "--backend", "tensorrt", "--json", "b.json", "--quiet"])
+
+
+def test_verify_sh_compares_the_tracker_when_video_engines_were_built(tmp_path):
+    log = tmp_path / "calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("python3", "samdeploy"):  # shims that only record their arguments
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\necho "{name} $@" >> "{log}"\n')
+        shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "exp" / "engines-fp16").mkdir(parents=True)
+    (tmp_path / "exp" / "engines-fp32").mkdir()
+    (tmp_path / "exp" / "engines-fp16" / "memory_attention.engine").write_bytes(b"")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    r = subprocess.run(["bash", str(ROOT / "jetson" / "verify.sh"), str(tmp_path / "exp")], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    verify_calls = [c for c in log.read_text().splitlines() if c.startswith("python3 ")]
+    assert len(verify_calls) == 2
+    assert [c.endswith(" --video") for c in verify_calls] == [True, False]  # fp16 has the video engines

@@ -23,8 +23,9 @@ so each side's decoder result is memoised per prompt (ours: the decoder graph's 
 feeds; the oracle: MaskDecoderHQ.predict_masks and its image-level HQ feature convolutions keyed by
 their inputs). Selection (hq_select / the oracle's forward), scoring and post-processing run in every
 mode. Both real encoders (ours: the ONNX graph) run on 'chelsea' only (TinyViT at 1024 costs ~5 s on
-the oracle's side); the other sizes get our chelsea features on both sides, so the prompt transform and
-post-processing at that size are what is compared there (the encoder input is always 1024x1024).
+the oracle's side); the other sizes reuse each side's own chelsea features, so the prompt transform and
+post-processing at that size are what is compared there (the encoder input is always 1024x1024). Our
+encoder graph returns F_hq (``hq_features``), the oracle's encoder the early ViT feature it is made of.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ SEED = 4
 IOU_MIN = 0.99
 SCORE_TOL = 1e-4
 OFFICIAL_KEYS = 464  # sam_hq_vit_tiny.pth
-FEATURES = ("image_embeddings", "interm_embeddings")
+FEATURES = ("image_embeddings", "hq_features")  # F_hq once per image, in the encoder graph
 MODES = [(mm, hq) for mm in (True, False) for hq in (False, True)]  # (multimask_output, hq_token_only)
 
 MEASURED: dict[str, float] = {"iou_min": 1.0, "score_max_abs": 0.0, "low_res_rel_max": 0.0, "compared": 0}
@@ -294,11 +295,13 @@ def test_predictor_matches_official_predictor(predictors, chelsea, test_images, 
     if name == "chelsea":  # both encoders already ran (fixture `chelsea`)
         feats, (f_ref, i_ref) = chelsea
         assert rel_l2(feats["image_embeddings"], f_ref) <= 1e-5
-        assert rel_l2(feats["interm_embeddings"], i_ref[0]) <= 1e-5
-        _oracle_state(official, f_ref, i_ref, (h, w))
-    else:  # our chelsea embedding on both sides
-        feats = chelsea[0]
-        _oracle_state(official, feats["image_embeddings"], [feats["interm_embeddings"]], (h, w))
+        dec = official.model.mask_decoder  # F_hq as the official MaskDecoderHQ.forward computes it
+        with torch.no_grad():
+            hq_ref = dec.embedding_encoder(f_ref) + dec.compress_vit_feat(i_ref[0].permute(0, 3, 1, 2))
+        assert rel_l2(feats["hq_features"], hq_ref) <= 1e-5
+    else:  # the chelsea features on both sides (each side's own encoder: the frame below is this image's)
+        feats, (f_ref, i_ref) = chelsea
+    _oracle_state(official, f_ref, i_ref, (h, w))
     for p in ours.values():
         p.set_image_embedding(feats, (h, w))
         assert p.original_size == tuple(official.original_size) == (h, w)
@@ -333,8 +336,8 @@ def test_predict_batch_one_mask_per_prompt(predictors, chelsea, test_images):
     ours, official, _ = predictors
     img = test_images["odd_333x517"]
     h, w = img.shape[:2]
-    feats = chelsea[0]
-    _oracle_state(official, feats["image_embeddings"], [feats["interm_embeddings"]], (h, w))
+    feats, (f_ref, i_ref) = chelsea
+    _oracle_state(official, f_ref, i_ref, (h, w))
     boxes = np.array([[20.0, 30.0, 300.0, 250.0], [200.0, 100.0, 517.0, 333.0]])
     t_boxes = torch.as_tensor(official.transform.apply_boxes(boxes, (h, w)), dtype=torch.float)
     for mm, hq in MODES:
@@ -360,9 +363,9 @@ def test_image_features_round_trip_on_a_second_predictor(hq, predictors, chelsea
     got = ours.get_image_features()
     assert set(got) == set(FEATURES)
     assert got["image_embeddings"].shape == (1, 256, 64, 64)
-    assert got["interm_embeddings"].shape == (1, 64, 64, 160)  # channels last
+    assert got["hq_features"].shape == (1, 32, 256, 256)
     assert np.array_equal(ours.get_image_embedding(), got["image_embeddings"])
-    assert not got["interm_embeddings"].flags.writeable
+    assert not got["hq_features"].flags.writeable
 
     second = Predictor(hq["out"], threads=2)  # its own sessions (no memo)
     try:
@@ -374,8 +377,8 @@ def test_image_features_round_trip_on_a_second_predictor(hq, predictors, chelsea
             assert np.array_equal(a[0], b[0]) and a[0].shape == (1, h, w)
             np.testing.assert_allclose(a[1], b[1], atol=1e-6)
             np.testing.assert_allclose(a[2], b[2], atol=1e-4)
-        # the HQ features are consumed: zeroing the interm changes the answer
-        zeroed = dict(got, interm_embeddings=np.zeros_like(got["interm_embeddings"]))
+        # the HQ features are consumed: zeroing them changes the answer
+        zeroed = dict(got, hq_features=np.zeros_like(got["hq_features"]))
         second.set_image_embedding(zeroed, (h, w))
         c = second.predict(**kw, multimask_output=False)
         assert np.abs(c[2] - a[2]).max() > 1e-2
@@ -384,8 +387,8 @@ def test_image_features_round_trip_on_a_second_predictor(hq, predictors, chelsea
             with pytest.raises(InputError) as exc:
                 second.set_image_embedding(bad, (h, w))
             assert all(n in str(exc.value) for n in FEATURES), str(exc.value)
-        with pytest.raises(InputError, match="interm_embeddings"):  # channels-first interm is refused
-            second.set_image_embedding(dict(got, interm_embeddings=got["interm_embeddings"].transpose(0, 3, 1, 2)), (h, w))
+        with pytest.raises(InputError, match="hq_features"):  # a transposed feature is refused
+            second.set_image_embedding(dict(got, hq_features=got["hq_features"].transpose(0, 1, 3, 2)[:, :, :, :128]), (h, w))
     finally:
         second.close()
 
@@ -405,7 +408,7 @@ def test_contract_names_the_two_encoder_outputs(hq):
         assert c.encoder.output_names == FEATURES
         assert tuple(c.decoder.embedding_inputs) == FEATURES
         assert c.decoder_io[0][:2] == FEATURES
-        assert c.embedding_shape("interm_embeddings") == (64, 64, 160)
+        assert c.embedding_shape("hq_features") == (32, 256, 256)
         assert c.decoder.hq_token == 4 and c.decoder.num_mask_tokens == 5
         assert c.model_id == from_manifest.model_id
     # the graphs themselves agree with their contract
@@ -413,7 +416,7 @@ def test_contract_names_the_two_encoder_outputs(hq):
     d = onnx.load(str(graph_path(out, manifest, "decoder")), load_external_data=False).graph
     assert tuple(o.name for o in e.output) == FEATURES
     dims = [d_.dim_value for d_ in e.output[1].type.tensor_type.shape.dim]
-    assert dims == [1, 64, 64, 160]
+    assert dims == [1, 32, 256, 256]
     assert tuple(i.name for i in d.input)[:2] == FEATURES
     assert tuple(i.name for i in d.input) == dec.decoder_io[0]
     assert tuple(o.name for o in d.output) == ("iou_predictions", "low_res_masks")

@@ -78,8 +78,9 @@ def tiny_embeddings(tiny, photo_resized):
     with torch.no_grad():
         ref_emb, ref_interm = oracle.image_encoder(official_encoder_input(oracle, photo_resized))
         x = contract_encoder_input(photo_resized)
-        emb, interm = ours.encode(x)
-    return x, (emb, interm), (ref_emb, ref_interm[0])
+        emb, hq = ours.encode(x)  # the encoder graph's two outputs
+        _, interm = ours.image_encoder((x - ours.pixel_mean) / ours.pixel_std)  # the early feature F_hq is made of
+    return x, (emb, interm, hq), (ref_emb, ref_interm[0])
 
 
 # ---- keys -----------------------------------------------------------------------------------------
@@ -108,11 +109,17 @@ def test_tiny_keys_identical_and_strict_load(tiny):
 
 
 # ---- encoders -----------------------------------------------------------------------------------
-def test_tiny_encoder_both_outputs_match_official(tiny_embeddings):
-    _, (emb, interm), (ref_emb, ref_interm) = tiny_embeddings
-    assert emb.shape == (1, 256, 64, 64) and interm.shape == (1, 64, 64, 160)
+def test_tiny_encoder_both_outputs_match_official(tiny, tiny_embeddings):
+    _, oracle, _ = tiny
+    _, (emb, interm, hq), (ref_emb, ref_interm) = tiny_embeddings
+    assert emb.shape == (1, 256, 64, 64) and interm.shape == (1, 64, 64, 160) and hq.shape == (1, 32, 256, 256)
     assert rel_err(emb, ref_emb) < 1e-5
     assert rel_err(interm, ref_interm) < 1e-5
+    # F_hq as the official MaskDecoderHQ.forward computes it from the official encoder's outputs
+    dec = oracle.mask_decoder
+    with torch.no_grad():
+        ref_hq = dec.embedding_encoder(ref_emb) + dec.compress_vit_feat(ref_interm.permute(0, 3, 1, 2))
+    assert float(ref_hq.abs().max()) > 0.1 and rel_err(hq, ref_hq) < 1e-5
 
 
 def test_vit_encoder_interm_is_first_global_block_output():
@@ -176,10 +183,11 @@ def _check_against_oracle(ours: HQSam, oracle, emb, interm, case: str, modes, b:
     our hq_decode outputs; with ``reference`` also our decode == our decode_reference."""
     inputs, ref_prompts = _prompts(case, b)
     with torch.no_grad():
-        iou, low = ours.decode(emb, interm, *inputs)
+        f_hq = ours.mask_decoder.hq_features(emb, interm)  # what our encoder graph returns; the oracle gets interm
+        iou, low = ours.decode(emb, f_hq, *inputs)
         assert iou.shape == (b, 4) and low.shape == (b, 5, 256, 256)
         if reference:
-            iou_ref_path, low_ref_path = ours.decode_reference(emb, interm, *inputs)
+            iou_ref_path, low_ref_path = ours.decode_reference(emb, f_hq, *inputs)
             assert rel_err(low, low_ref_path) < 1e-4 and rel_err(iou, iou_ref_path) < 1e-5
         sparse, dense = oracle.prompt_encoder(**ref_prompts)
         for mm, hq in modes:
@@ -288,37 +296,37 @@ def _export(module, args, path, inputs, outputs, dynamic_axes=None):
 
 def test_onnx_encoder_two_outputs(tiny, tiny_embeddings, tmp_path):
     ours, _, _ = tiny
-    x, (emb, interm), _ = tiny_embeddings
+    x, (emb, _, hq), _ = tiny_embeddings
     path = tmp_path / "encoder.onnx"
-    _export(_Enc(ours).eval(), (x,), path, ["image"], ["image_embeddings", "interm_embeddings"])
-    got_emb, got_interm = _session(path).run(None, {"image": x.numpy()})
-    assert got_interm.shape == (1, 64, 64, 160)
+    _export(_Enc(ours).eval(), (x,), path, ["image"], ["image_embeddings", "hq_features"])
+    got_emb, got_hq = _session(path).run(None, {"image": x.numpy()})
+    assert got_hq.shape == (1, 32, 256, 256)
     assert rel_l2(got_emb, emb) <= 1e-5
-    assert rel_l2(got_interm, interm) <= 1e-5
+    assert rel_l2(got_hq, hq) <= 1e-5
 
 
 def test_onnx_decoder_dynamic_b_and_n(tiny, tiny_embeddings, tmp_path):
     import onnx
 
     ours, _, _ = tiny
-    _, (emb, interm), _ = tiny_embeddings
-    names = ["image_embeddings", "interm_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+    _, (emb, _, hq), _ = tiny_embeddings
+    names = ["image_embeddings", "hq_features", "point_coords", "point_labels", "mask_input", "has_mask_input"]
     outs = ["iou_predictions", "low_res_masks"]
     axes = {"point_coords": {0: "num_prompts", 1: "num_points"}, "point_labels": {0: "num_prompts", 1: "num_points"},
             "mask_input": {0: "num_prompts"}, "has_mask_input": {0: "num_prompts"},
             "iou_predictions": {0: "num_prompts"}, "low_res_masks": {0: "num_prompts"}}
     example, _ = _prompts("mask_click", b=2, seed=7)  # B=2, N=3: neither dynamic axis is 1
     path = tmp_path / "decoder.onnx"
-    _export(_Dec(ours).eval(), (emb, interm) + example, path, names, outs, axes)
+    _export(_Dec(ours).eval(), (emb, hq) + example, path, names, outs, axes)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert not ops & {"OneHot", "Tile", "NonZero", "If", "Loop", "ScatterND"}, ops
     sess = _session(path)
     for case, b in [("clicks", 3), ("box", 1), ("box_click", 2), ("mask_only", 3)]:  # mask_only: N = 0
         inputs, _ = _prompts(case, b, seed=11)
-        feeds = dict(zip(names, [t.numpy() for t in (emb, interm) + inputs]))
+        feeds = dict(zip(names, [t.numpy() for t in (emb, hq) + inputs]))
         got_iou, got_low = sess.run(None, feeds)
         with torch.no_grad():
-            iou, low = ours.decode(emb, interm, *inputs)
+            iou, low = ours.decode(emb, hq, *inputs)
         assert got_low.shape == (b, 5, 256, 256)
         assert rel_l2(got_iou, iou) <= 1e-4, case
         assert rel_l2(got_low, low) <= 1e-4, case

@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
 from fixtures_video import (SCENARIOS, VIDEO_FRAMES, VIDEO_HW as HW, VIDEO_IMAGE_SIZE, make_video,  # noqa: E402
-                            run_sam2_video_oracle)
+                            object_prompt_box, run_sam2_video_oracle)
 
 S = VIDEO_IMAGE_SIZE
 N_FRAMES = VIDEO_FRAMES
@@ -112,7 +112,7 @@ def test_tracker_runs_without_torch(video, model_files, tmp_path):
     from fixtures_runtime import run_without_torch
 
     folder, frames = video
-    n, prompts = 6, {0: {1: {"box": _box(0)}}, 2: {2: {"points": [[250.0, 200.0]], "labels": [1]}}}
+    n, prompts = 6, {0: {1: {"box": object_prompt_box(0)}}, 2: {2: {"points": [[250.0, 200.0]], "labels": [1]}}}
     consts = dict(FOLDER=str(folder), N=n, MODEL_DIR=str(model_files[1]), OUT=str(tmp_path / "child.npz"),
                   PROMPTS=prompts)
     proc = run_without_torch("".join(f"{k} = {v!r}\n" for k, v in consts.items()) + CHILD)
@@ -137,14 +137,14 @@ def test_tracker_bad_input_is_typed(video, model_files, fake_model_dir):
         Tracker(fake_model_dir)
     with Tracker(model_files[1], threads=2, fill_hole_area=0) as tr:
         with pytest.raises(PredictorStateError, match="frame size"):
-            tr.add_object(1, box=_box(0))
-        tr.add_object(1, box=_box(0), frame_size=HW)
+            tr.add_object(1, box=object_prompt_box(0))
+        tr.add_object(1, box=object_prompt_box(0), frame_size=HW)
         with pytest.raises(InputError, match="too large for float32"):
             tr.add_object(2, points=[[1e39, 5.0]], labels=[1])
         with pytest.raises(InputError, match="outside"):
             tr.add_object(2, points=[[HW[1] + 40.0, 5.0]], labels=[1])
         with pytest.raises(InputError, match="object ids"):
-            tr.add_object(-3, box=_box(0))
+            tr.add_object(-3, box=object_prompt_box(0))
         with pytest.raises(InputError, match="points .*box.*mask|give points"):
             tr.add_object(4)
         with pytest.raises(InputError, match="no object with id 9"):
@@ -158,4 +158,4 @@ def test_tracker_bad_input_is_typed(video, model_files, fake_model_dir):
             tr.add_object(5, mask=np.zeros((3, 3), bool))
     with pytest.raises(InputError, match="video has 2 frames"):
         with Tracker(model_files[1], threads=2) as tr:
-            list(tr.track_video(frames[:2], {0: {1: {"box": _box(0)}}, 5: {2: {"box": _box(0)}}}))
+            list(tr.track_video(frames[:2], {0: {1: {"box": object_prompt_box(0)}}, 5: {2: {"box": object_prompt_box(0)}}}))

@@ -274,6 +274,21 @@ class _SimulatedEngine:
         self._ort.close()
 
 
+def _model_with_engines(src: Path, tmp_path: Path, monkeypatch, engine=None, engines_dir: Path | None = None,
+                        **build) -> Path:
+    """A copy of export ``src`` with fake-built engines in ``<copy>/engines-fp16`` (or ``engines_dir``) and
+    the TensorRT backend module patched to run each engine as ``engine`` (default :class:`_SimulatedEngine`)."""
+    from samdeploy.runtime.backends import tensorrt as TB
+
+    model = tmp_path / "model"
+    shutil.copytree(src, model)
+    _build_all(model, engines_dir or model / "engines-fp16", monkeypatch, **build)
+    cls = engine or _SimulatedEngine
+    monkeypatch.setattr(TB, "available", lambda: None)
+    monkeypatch.setattr(TB, "open_graph", lambda path, role, **o: cls(path, role))
+    return model
+
+
 def _prompts():
     return {0: {1: {"box": [20.0, 30.0, 120.0, 150.0]}, 2: {"points": [[250.0, 200.0]], "labels": [1]},
                 3: {"points": [[60.0, 40.0], [90.0, 120.0]], "labels": [1, 0]}}}
@@ -282,14 +297,9 @@ def _prompts():
 def test_tracker_on_engines_splits_objects_and_matches_onnx_runtime(present_dir, tmp_path, monkeypatch):
     from fixtures_video import make_video
 
-    from samdeploy.runtime.backends import tensorrt as TB
     from samdeploy.runtime.tracker import Tracker
 
-    model = tmp_path / "model"
-    shutil.copytree(present_dir, model)
-    _build_all(model, model / "engines-fp16", monkeypatch, max_objects=2, max_cond_frames=1, max_points=4)
-    monkeypatch.setattr(TB, "available", lambda: None)
-    monkeypatch.setattr(TB, "open_graph", lambda path, role, **o: _SimulatedEngine(path, role))
+    model = _model_with_engines(present_dir, tmp_path, monkeypatch, max_objects=2, max_cond_frames=1, max_points=4)
     frames = make_video(tmp_path / "video", 10, (250, 333))
 
     def run(backend):
@@ -317,14 +327,9 @@ def test_tracker_on_engines_splits_objects_and_matches_onnx_runtime(present_dir,
 def test_tracker_on_engines_refuses_more_prompted_frames_than_the_profile(export_dir, tmp_path, monkeypatch):
     from fixtures_video import make_video
 
-    from samdeploy.runtime.backends import tensorrt as TB
     from samdeploy.runtime.tracker import Tracker
 
-    model = tmp_path / "model"
-    shutil.copytree(export_dir, model)
-    _build_all(model, model / "engines-fp16", monkeypatch, max_objects=2, max_cond_frames=1, max_points=4)
-    monkeypatch.setattr(TB, "available", lambda: None)
-    monkeypatch.setattr(TB, "open_graph", lambda path, role, **o: _SimulatedEngine(path, role))
+    model = _model_with_engines(export_dir, tmp_path, monkeypatch, max_objects=2, max_cond_frames=1, max_points=4)
     frames = make_video(tmp_path / "video", 3, (250, 333))
     with Tracker(model, backend="tensorrt", threads=2) as tr:
         tr.add_object(1, box=[20, 30, 120, 150], frame_size=(250, 333))
@@ -341,14 +346,9 @@ def test_tracker_on_engines_refuses_more_prompted_frames_than_the_profile(export
 
 
 def test_tracker_on_engines_without_video_engines_or_with_foreign_ones(export_dir, tmp_path, monkeypatch):
-    from samdeploy.runtime.backends import tensorrt as TB
     from samdeploy.runtime.tracker import Tracker
 
-    model = tmp_path / "model"
-    shutil.copytree(export_dir, model)
-    _build_all(model, model / "engines-fp16", monkeypatch, max_objects=2)
-    monkeypatch.setattr(TB, "available", lambda: None)
-    monkeypatch.setattr(TB, "open_graph", lambda path, role, **o: _SimulatedEngine(path, role))
+    model = _model_with_engines(export_dir, tmp_path, monkeypatch, max_objects=2)
     (model / "engines-fp16" / "track_decoder.engine").rename(model / "track_decoder.engine.bak")
     with pytest.raises(MissingFileError, match="track_decoder.engine"):
         Tracker(model, backend="tensorrt")
@@ -383,15 +383,9 @@ class _BrokenMemoryAttention(_SimulatedEngine):
 
 @pytest.mark.parametrize("engine", [_SimulatedEngine, _BrokenMemoryAttention])
 def test_verify_video_compares_the_tracker_on_engines(present_dir, tmp_path, monkeypatch, capsys, engine):
-    from samdeploy.runtime.backends import tensorrt as TB
-
     verify = _verify_module()
-    model = tmp_path / "model"
-    shutil.copytree(present_dir, model)
     engines = tmp_path / "engines"  # outside the export directory: found through --engine-dir
-    _build_all(model, engines, monkeypatch, max_objects=2)
-    monkeypatch.setattr(TB, "available", lambda: None)
-    monkeypatch.setattr(TB, "open_graph", lambda path, role, **o: engine(path, role))
+    model = _model_with_engines(present_dir, tmp_path, monkeypatch, engine=engine, engines_dir=engines, max_objects=2)
     report = tmp_path / "report.json"
     rc = verify.main(["--onnx-dir", str(model), "--engine-dir", str(engines), "--max-images", "1", "--video",
                       "--video-frames", "8", "--json", str(report)])
@@ -423,14 +417,10 @@ def test_track_cli_on_engines_says_what_produced_the_result(present_dir, tmp_pat
 
     from test_track_cli import write_video
 
-    from samdeploy.runtime.backends import tensorrt as TB
-
     engines = tmp_path / "engines"
-    _build_all(present_dir, engines, monkeypatch, max_objects=2)
-    monkeypatch.setattr(TB, "available", lambda: None)
-    monkeypatch.setattr(TB, "open_graph", lambda path, role, **o: _SimulatedEngine(path, role))
+    model = _model_with_engines(present_dir, tmp_path, monkeypatch, engines_dir=engines, max_objects=2)
     video = write_video(tmp_path / "v.avi", n=4)
-    base = ["track", str(video), "--model-dir", str(present_dir), "--box", "1:10,10,80,70", "--point", "2:100,50"]
+    base = ["track", str(video), "--model-dir", str(model), "--box", "1:10,10,80,70", "--point", "2:100,50"]
     assert cli([*base, "--backend", "tensorrt", "--engine-dir", str(engines), "--summary-json",
                 "--json", str(tmp_path / "t.jsonl")]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -58,16 +58,16 @@ class MixedPrecisionReport:
 
 
 def _consumers(graph) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name:
-                out.setdefault(name, []).append((node, i))
-    return out
+    """tensor -> [(node, input position)] (:class:`~samdeploy.onnx_graph.GraphIndex`)."""
+    from ..onnx_graph import GraphIndex  # noqa: PLC0415
+
+    return GraphIndex(graph).uses
 
 
 def _producers(graph) -> dict[str, object]:
-    return {o: node for node in graph.node for o in node.output if o}
+    from ..onnx_graph import GraphIndex  # noqa: PLC0415
+
+    return GraphIndex(graph).producer
 
 
 def decomposed_layernorm_nodes(graph) -> list[str]:

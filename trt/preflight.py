@@ -61,14 +61,12 @@ class Finding:
         return asdict(self)
 
 
-def _const_value(name: str, inits: dict, consts: dict) -> Optional[np.ndarray]:
+def _const_value(name: str, index) -> Optional[np.ndarray]:
+    """Value of an initializer or Constant output (``index``: :class:`~samdeploy.onnx_graph.GraphIndex`)."""
     from onnx import numpy_helper  # noqa: PLC0415
 
-    if name in inits:
-        return numpy_helper.to_array(inits[name])
-    if name in consts:
-        return numpy_helper.to_array(consts[name])
-    return None
+    t = index.constant_tensor(name)
+    return numpy_helper.to_array(t) if t is not None else None
 
 
 def _ancestors_inputs(tensor: str, producers: dict, graph_inputs: set[str], seen: set[str]) -> set[str]:
@@ -106,10 +104,10 @@ def check_model(model, trt_version: Optional[tuple[int, int]] = None) -> list[Fi
 
     g = model.graph
     findings: list[Finding] = []
-    inits = {i.name: i for i in g.initializer}
-    consts = {n.output[0]: a.t for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
-    producers = {o: n for n in g.node for o in n.output if o}
-    graph_inputs = {i.name for i in g.input if i.name not in inits}
+    from ..onnx_graph import GraphIndex  # noqa: PLC0415
+
+    index = GraphIndex(g)
+    inits, producers, graph_inputs = index.initializers, index.producer, set(index.inputs)
     in_types = {i.name: i.type.tensor_type.elem_type for i in g.input if i.name not in inits}
 
     # -- opset
@@ -190,29 +188,26 @@ def check_model(model, trt_version: Optional[tuple[int, int]] = None) -> list[Fi
                 f"input '{inp}' is INT64; TensorRT runs INT64 only for some layers and casts index inputs to INT32",
                 "make it INT32 (or float like samdeploy's point_labels)", inp))
 
-    findings += check_qdq(model, inits, consts, opset)
+    findings += check_qdq(model, index, opset)
     return findings
 
 
-def check_qdq(model, inits: dict, consts: dict, opset: int) -> list[Finding]:
+def check_qdq(model, index, opset: int) -> list[Finding]:
     """TensorRT explicit-quantization rules: symmetric, constant scales, per-channel axes."""
     out: list[Finding] = []
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            consumers.setdefault(name, []).append((node, i))
+    consumers = index.uses  # tensor -> [(node, input position)]
     for node in model.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         where = node.name or node.op_type
         scale_name = node.input[1] if len(node.input) > 1 else ""
-        scale = _const_value(scale_name, inits, consts)
+        scale = _const_value(scale_name, index)
         if scale is None:
             out.append(Finding(ERROR, "qdq-scale-not-constant",
                 f"{node.op_type} scale '{scale_name}' is computed at run time; TensorRT needs a build-time constant",
                 "write scales as initializers (samdeploy calibrate does)", where))
         if len(node.input) > 2 and node.input[2]:
-            zp = _const_value(node.input[2], inits, consts)
+            zp = _const_value(node.input[2], index)
             if zp is None or np.any(zp != 0):
                 out.append(Finding(ERROR, "qdq-asymmetric",
                     f"{node.op_type} has a non-zero (or non-constant) zero point; TensorRT supports symmetric "
@@ -223,7 +218,7 @@ def check_qdq(model, inits: dict, consts: dict, opset: int) -> list[Finding]:
         if per_channel and opset < 13:
             out.append(Finding(ERROR, "qdq-per-channel-opset", "per-channel Q/DQ needs opset >= 13", "export with opset 17", where))
         if node.op_type == "DequantizeLinear" and per_channel:
-            x = _const_value(node.input[0], inits, consts)
+            x = _const_value(node.input[0], index)
             for cons, idx in consumers.get(node.output[0], []):
                 if idx != 1:
                     continue
@@ -261,8 +256,9 @@ def contract_findings(path: str, trt_version: Optional[tuple[int, int]] = None) 
     import onnx  # noqa: PLC0415
 
     m = onnx.load(path, load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    ins = tuple(i.name for i in m.graph.input if i.name not in inits)
+    from ..onnx_graph import GraphIndex  # noqa: PLC0415
+
+    ins = tuple(GraphIndex(m.graph).inputs)
     outs = tuple(o.name for o in m.graph.output)
     try:  # encoder, decoder and (for a --video export) the three video graphs
         want = contract.graph_io(role)

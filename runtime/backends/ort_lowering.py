@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ...onnx_graph import GraphIndex
+
 MS_DOMAIN = "com.microsoft"
 
 
@@ -44,15 +46,9 @@ def _is_zero_int8(arr: np.ndarray | None) -> bool:
 
 
 def _index(g: onnx.GraphProto):
-    """(initializers, producer, consumers, graph output names) of a graph."""
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output if o}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            if i:
-                consumers.setdefault(i, []).append(n)
-    return inits, producer, consumers, {o.name for o in g.output}
+    """(initializers, producer, consumers, graph output names) of a graph (:class:`GraphIndex`)."""
+    ix = GraphIndex(g)
+    return ix.initializers, ix.producer, ix.consumers, ix.outputs
 
 
 _U8_ZP = "samdeploy/ort_lowering/u8_zero_point_128"
