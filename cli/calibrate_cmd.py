@@ -103,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"samdeploy calibrate: {s}", flush=True)
 
     if settings.target != "ort-cpu":
-        say(f"target {settings.target}: every Conv/Linear input is quantized; ONNX Runtime's default CPU provider "
-            "runs such a file slower than FP32 (use --target ort-cpu for it); the gate runs it there anyway "
-            "(same scales and integer arithmetic)")
+        say(f"target {settings.target}: every Conv/Linear input is quantized (TensorRT's placement); on ONNX "
+            "Runtime's default CPU provider such a file can run slower than FP32 (MobileSAM's quantized convs do), "
+            "so use --target ort-cpu for that provider; the gate runs it there anyway (same scales and integer "
+            "arithmetic) and the report's speed line says how this model fares")
 
     try:
         result = calibrate(
