@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="PATH", help="write all results as JSON ('-' = stdout)")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a chart of the results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="also benchmark this model directory (another export, its INT8 output, an import) in the "
+                   "same run, interleaved, and report ours / theirs per stage")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="with --compare: interleaved rounds, order rotated each round (default 3)")
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -45,22 +50,49 @@ def run(args: argparse.Namespace) -> int:
     from samdeploy._io import write_json_atomic
     from samdeploy.images import load_image
     from samdeploy.runtime import Predictor
-    from samdeploy.runtime.bench import format_table, plot, run_bench
+    from samdeploy.runtime.bench import compare_rounds, format_comparison, format_table, plot, run_bench
+
+    from samdeploy.errors import InputError
 
     bs = parse_batch_sizes(args.batch_sizes)
+    if args.rounds is not None and (args.compare is None or args.rounds < 1):
+        raise InputError("--rounds needs --compare DIR and a value >= 1", hint="e.g. --compare other_export --rounds 3")
     image = load_image(args.image) if args.image else None
-    pred = Predictor(args.model_dir, encoder=args.encoder, decoder=args.decoder, backend=args.backend,
-                     providers=args.providers, threads=args.threads, max_batch=max(bs))
+    opts = dict(backend=args.backend, providers=args.providers, threads=args.threads, max_batch=max(bs))
+    pred = Predictor(args.model_dir, encoder=args.encoder, decoder=args.decoder, **opts)
+    other = None
     try:
-        res = run_bench(pred, image=image, batch_sizes=bs, runs=args.runs, warmup=args.warmup,
-                        encoder_runs=args.encoder_runs, gemm=not args.no_gemm, profile_dir=args.profile,
-                        progress=not args.quiet)
+        if args.compare is not None:
+            other = Predictor(args.compare, **opts)  # opened up front: a bad directory fails before any timing
+
+        def bench(p, gemm: bool):
+            return run_bench(p, image=image, batch_sizes=bs, runs=args.runs, warmup=args.warmup,
+                             encoder_runs=args.encoder_runs, gemm=gemm and not args.no_gemm,
+                             profile_dir=args.profile if p is pred else None, progress=not args.quiet)
+
+        res = bench(pred, True)
+        cmp = None
+        if other is not None:
+            ours, theirs = [res], []
+            for i in range(args.rounds or 3):
+                # round 0: ours (measured above), then theirs; then theirs first, ours first, ...
+                order = [(pred, ours), (other, theirs)] if i % 2 == 0 else [(other, theirs), (pred, ours)]
+                for p, sink in order:
+                    if len(sink) <= i:
+                        sink.append(bench(p, False))
+            cmp = compare_rounds(ours, theirs)
+            res["compare"] = cmp
     finally:
         pred.close()
+        if other is not None:
+            other.close()
     if args.json == "-":
         print(json.dumps(res, indent=2))
     else:
         print(format_table(res))
+        if cmp is not None:
+            print()
+            print(format_comparison(cmp))
         if args.json:
             write_json_atomic(args.json, res)
             print(f"wrote {args.json}")

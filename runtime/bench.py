@@ -416,6 +416,47 @@ def cpu_summary() -> str:
     return f"{_cpu_name()} ({', '.join(have) or 'no AVX-512/VNNI/AMX'})"
 
 
+# ---- two models side by side (`samdeploy bench --compare DIR`) ---------------------------------------------
+def _stage_values(res: dict[str, Any]) -> dict[str, float]:
+    """stage name -> p50 ms of one run_bench result (decoder stages per prompt)."""
+    out = {"encoder (per image)": res["encoder"]["p50"], "image preprocess": res["image_preprocess"]["p50"]}
+    for b, d in res["decoder"].items():
+        out[f"decoder per prompt, batch {b}"] = d["per_prompt_p50"]
+    out["postprocess, 1 mask"] = res["postprocess_single"]["p50"]
+    return out
+
+
+def compare_rounds(ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median over rounds of each side's p50 per stage (stages both sides measured) and the ratio
+    ours / theirs (< 1 = ours faster). The rounds were interleaved with the order rotated, so load from
+    other processes hits both sides alike."""
+    a = [_stage_values(r) for r in ours]
+    b = [_stage_values(r) for r in theirs]
+    stages = [k for k in a[0] if all(k in x for x in a + b)]
+    rows = {}
+    for k in stages:
+        ma, mb = float(np.median([x[k] for x in a])), float(np.median([x[k] for x in b]))
+        rows[k] = {"ours_ms": ma, "theirs_ms": mb, "ratio": ma / mb if mb > 0 else float("nan"),
+                   "ratio_per_round": [x[k] / y[k] if y[k] > 0 else float("nan") for x, y in zip(a, b)]}
+    return {"rounds": len(a), "stages": rows,
+            "ours": ours[0]["environment"], "theirs": theirs[0]["environment"]}
+
+
+def format_comparison(cmp: dict[str, Any]) -> str:
+    o, t = cmp["ours"], cmp["theirs"]
+    lines = [
+        f"compare   ours   {o['model_id']} [{o.get('precision', 'FP32')}] {o['backend']}",
+        f"          theirs {t['model_id']} [{t.get('precision', 'FP32')}] {t['backend']}",
+        f"          {cmp['rounds']} interleaved rounds, order rotated each round; medians of the rounds' p50",
+        f"{'stage':<36}{'ours ms':>10}{'theirs ms':>11}{'ratio':>8}   per round",
+    ]
+    for k, r in cmp["stages"].items():
+        per = " ".join(f"{v:.2f}" for v in r["ratio_per_round"])
+        lines.append(f"{k:<36}{r['ours_ms']:>10.2f}{r['theirs_ms']:>11.2f}{r['ratio']:>8.2f}   {per}")
+    lines.append("ratio = ours / theirs (< 1: ours faster)")
+    return "\n".join(lines)
+
+
 # ---- presentation ----------------------------------------------------------------------------------------
 def format_table(res: dict[str, Any]) -> str:
     env = res["environment"]

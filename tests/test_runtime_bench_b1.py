@@ -31,3 +31,52 @@ def test_decode1_is_a_measured_b1_call(fake_model_dir, monkeypatch, batch_sizes,
     table = format_table(res)
     assert "decoder call, batch 1" in table and "decoder call, batch 4" in table
     assert "pre+post / decode(1 prompt)" in table
+
+
+def test_compare_runs_both_models_interleaved_and_reports_ratios(fake_model_dir, tmp_path, capsys, monkeypatch):
+    """`bench --compare DIR`: both models in one run, order rotated each round, ours / theirs per stage.
+    Checked with a decoder made slower on purpose (a sleep in the other model's decoder run)."""
+    import json
+    import time
+
+    import samdeploy.runtime.bench as bench
+    from samdeploy.cli.main import main
+    from samdeploy.runtime.backends import onnxruntime as ortb
+
+    calls: list[str] = []
+    real_run = ortb.OrtBackend._run
+
+    def spy(self, feeds):  # which model ran, in order; the other model's decoder takes 20 ms longer
+        calls.append(("other" if "other" in self.path else "ours") + ":" + self.role)
+        if "other" in self.path and self.role == "decoder":
+            time.sleep(0.02)
+        return real_run(self, feeds)
+
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(fake_model_dir, other)
+    monkeypatch.setattr(ortb.OrtBackend, "_run", spy)
+    monkeypatch.setattr(bench, "gemm_rate_gflops", lambda threads=None: (100.0, 50.0))
+    out = tmp_path / "b.json"
+    assert main(["bench", "--model-dir", str(fake_model_dir), "--compare", str(other), "--rounds", "3",
+                 "--batch-sizes", "1", "--runs", "3", "--warmup", "0", "--encoder-runs", "1", "--quiet",
+                 "--json", str(out)]) == 0
+    cmp = json.loads(out.read_text())["compare"]
+    assert cmp["rounds"] == 3 and cmp["ours"]["model_id"] and cmp["theirs"]["backend"] == "onnxruntime"
+    dec = cmp["stages"]["decoder per prompt, batch 1"]
+    assert dec["theirs_ms"] > dec["ours_ms"] + 15 and dec["ratio"] < 0.8 and len(dec["ratio_per_round"]) == 3
+    # rounds alternate: ours, theirs | theirs, ours | ours, theirs (first encoder call of each bench)
+    firsts = [c.split(":")[0] for i, c in enumerate(calls) if c.endswith(":encoder")
+              and (i == 0 or not calls[i - 1].endswith(":encoder"))]
+    assert firsts[:6] == ["ours", "other", "other", "ours", "ours", "other"]
+    printed = capsys.readouterr().out
+    assert "ratio = ours / theirs" in printed and "decoder per prompt, batch 1" in printed
+
+
+def test_compare_refuses_a_bad_directory_before_timing(fake_model_dir, tmp_path, capsys):
+    from samdeploy.cli.main import main
+
+    assert main(["bench", "--model-dir", str(fake_model_dir), "--compare", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert main(["bench", "--model-dir", str(fake_model_dir), "--rounds", "2", "--quiet"]) == 2
+    assert "--compare" in capsys.readouterr().err
