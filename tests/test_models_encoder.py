@@ -10,6 +10,7 @@ ViT-B costs one official + one of our encoder passes (about 2 x 5 s).
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 import torch
@@ -19,9 +20,15 @@ from fixtures_models import contract_encoder_input, official_encoder_input, rel_
 TOL = 1e-4
 
 
+# vit_b's encoder forward (official + ours at 1024, ~30 s here) is opt-in: the SlimSAM variants run the same
+# ImageEncoderViT code (pruned ViT-B), and vit_b's keys/shapes are checked strictly on meta tensors.
+SLOW = os.environ.get("SAMDEPLOY_SLOW") == "1"
+
+
 @pytest.mark.parametrize(
     "variant",
-    ["mobile_sam", "slimsam_77", "slimsam_50", pytest.param("vit_b", marks=pytest.mark.slow)],
+    ["mobile_sam", "slimsam_77", "slimsam_50", pytest.param("vit_b", marks=[
+        pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="ViT-B encoder vs official: run with SAMDEPLOY_SLOW=1")])],
 )
 def test_encoder_matches_official(variant, model_pair_factory, embedding_pair_factory):
     official, ours, info = model_pair_factory(variant)
