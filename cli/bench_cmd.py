@@ -73,13 +73,10 @@ def run(args: argparse.Namespace) -> int:
         res = bench(pred, True)
         cmp = None
         if other is not None:
-            ours, theirs = [res], []
-            for i in range(args.rounds or 3):
-                # round 0: ours (measured above), then theirs; then theirs first, ours first, ...
-                order = [(pred, ours), (other, theirs)] if i % 2 == 0 else [(other, theirs), (pred, ours)]
-                for p, sink in order:
-                    if len(sink) <= i:
-                        sink.append(bench(p, False))
+            ours, theirs = [res], [bench(other, False)]  # round 0: ours (above), then theirs
+            for i in range(1, args.rounds or 3):  # then the order alternates: theirs first, ours first, ...
+                for p, sink in ([(other, theirs), (pred, ours)] if i % 2 else [(pred, ours), (other, theirs)]):
+                    sink.append(bench(p, False))
             cmp = compare_rounds(ours, theirs)
             res["compare"] = cmp
     finally:

@@ -234,8 +234,10 @@ def manifest_known_issues(engine_dir: str) -> list[dict]:
     return found
 
 
-def _add_tracking(report: dict, args, photos: dict, limits: dict, Tracker) -> dict:
+def _add_tracking(report: dict, args, photos: dict, limits: dict) -> dict:
     """``--video``: the Tracker on the reference ONNX and on the candidate's graphs."""
+    from samdeploy.runtime.tracker import Tracker
+
     frames = pan_video(next(iter(photos.values())), max(2, args.video_frames))
     prompts = video_prompts(*frames[0].shape[:2], len(frames))
     with Tracker(args.onnx_dir, backend="onnxruntime", num_frames=len(frames)) as ref_t, \
@@ -300,10 +302,8 @@ def main(argv=None) -> int:
         cand.close()
     if args.video:
         from samdeploy.errors import SamDeployError
-        from samdeploy.runtime.tracker import Tracker
-
         try:
-            report = _add_tracking(report, args, photos, limits, Tracker)
+            report = _add_tracking(report, args, photos, limits)
         except SamDeployError as exc:
             print(f"error: {str(exc).splitlines()[0]}" + (f"\n  hint: {exc.hint}" if getattr(exc, "hint", None) else ""),
                   file=sys.stderr)

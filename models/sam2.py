@@ -30,7 +30,7 @@ Public API::
             object_score_logits [B,1])  raw logit of the object-score head (> 0: object present)
     Sam2Image.decode_reference(...)     same outputs, the plain official arithmetic (tests)
     sam2_variant_of(state_dict) -> name (by keys and shapes; SAM2 vs 2.1 by ``no_obj_embed_spatial``)
-    SAM2_OUTPUT_NAMES = ("image_embeddings", "high_res_feats_0", "high_res_feats_1")
+    SAM2_OUTPUT_NAMES = contract.SAM2_ENCODER_OUTPUTS: image_embeddings, high_res_feats_0, high_res_feats_1
 
 The encoder normalises inside: ``(image / 255 - ImageNet mean) / ImageNet std`` (SAM2Transforms:
 ToTensor, Resize((1024,1024)) ignoring the aspect ratio, Normalize). Prompt coordinates are pixels in the

@@ -258,7 +258,7 @@ class Tracker:
     def _open_video_graphs(self, model_dir, backend, providers, threads, options) -> dict[str, Any]:
         """The three video graphs: the export's ONNX files (hash-checked against its manifest), or, for a
         backend with its own files (TensorRT), what its ``find_video_graphs`` names next to the encoder
-        engine. Every file's own contract must be this model's, video settings included."""
+        engine, whose own contracts must then be this model's, video settings included."""
         mod = backend_module(backend)
         find = getattr(mod, "find_video_graphs", None)
         if find is None:
@@ -269,14 +269,8 @@ class Tracker:
         try:
             for role in VIDEO_GRAPHS:
                 path = self._paths[role]
-                theirs, their_role = mod.read_contract(path)
-                if their_role and their_role != role:
-                    raise ContractError(f"{path} is a {their_role} graph, not the {role}",
-                                        hint="re-export with `samdeploy export --video` (and rebuild its engines)")
-                ensure_same_model(self.contract, theirs, "the encoder", role)
-                if theirs.video != self.video:
-                    raise ContractError(f"{path} was exported with other video settings than {self.pair.encoder_path}",
-                                        hint="re-export with `samdeploy export --video` (and rebuild its engines)")
+                if find is not None:  # the backend's own files: no manifest hash vouches for them
+                    self._check_graph_contract(mod, path, role)
                 g = mod.open_graph(path, role, providers=providers, threads=threads, **options)
                 graphs[role] = g
                 names = self.video.graph_inputs(role), self.video.graph_outputs(role)
@@ -288,6 +282,17 @@ class Tracker:
                 x.close()
             raise
         return graphs
+
+    def _check_graph_contract(self, mod, path: str, role: str) -> None:
+        """``path`` (e.g. an engine) holds video graph ``role`` of this model, with these video settings."""
+        theirs, their_role = mod.read_contract(path)
+        if their_role and their_role != role:
+            raise ContractError(f"{path} is a {their_role} graph, not the {role}",
+                                hint="rebuild the engines from the `samdeploy export --video` directory")
+        ensure_same_model(self.contract, theirs, "the encoder", role)
+        if theirs.video != self.video:
+            raise ContractError(f"{path} was built from an export with other video settings than {self.pair.encoder_path}",
+                                hint="rebuild the engines from the `samdeploy export --video` directory")
 
     def _load_constants(self, model_dir: str) -> dict[str, np.ndarray]:
         try:
@@ -387,8 +392,8 @@ class Tracker:
             scale = np.array([self.size / w, self.size / h])
             prompt = _Prompt((c * scale).astype(np.float32), np.concatenate(parts_l).astype(np.float32))
         allowed = self._max_cond_frames()
-        known = self._objects.get(oid)
-        n_cond = (len(known.cond) if known is not None else 0) + (known is None or self.frame_index not in known.cond)
+        cond = self._objects[oid].cond if oid in self._objects else {}
+        n_cond = len(cond) + (self.frame_index not in cond)  # the next frame becomes a prompted frame
         if allowed is not None and n_cond > allowed:
             raise InputError(f"object {oid} would have {n_cond} prompted frames; the memory_attention engine's profile "
                              f"holds at most {allowed}",
@@ -550,16 +555,8 @@ class Tracker:
         r = max(len(m) for m, _ in banks)
         p = max(len(q) for _, q in banks)
         limits = getattr(self.graphs["memory_attention"], "input_limits", None)
-        if limits:  # a TensorRT profile: pad up to its minimum, refuse more than its maximum
-            (r_min, r_max), (p_min, p_max) = ((mn[1], mx[1]) for mn, mx in (limits[v.attn_memory], limits[v.attn_obj_ptrs]))
-            if r > r_max or p > p_max:
-                worst = max(objs, key=lambda o: len(o.cond))
-                raise InputError(
-                    f"object {worst.obj_id} has {len(worst.cond)} prompted frames: its memory bank ({r} frames, {p} "
-                    f"pointers) exceeds the memory_attention engine's profile ({r_max} frames, {p_max} pointers)",
-                    hint="rebuild the video engines with a larger --max-cond-frames, or re-prompt the object less often",
-                )
-            r, p = max(r, r_min), max(p, p_min)
+        if limits:  # a TensorRT profile: pad up to its minimum (add_object keeps banks within its maximum)
+            r, p = max(r, limits[v.attn_memory][0][1]), max(p, limits[v.attn_obj_ptrs][0][1])
         t, d = int(v.tokens_per_frame), int(v.mem_dim)
         memory = np.zeros((k, r, t, d), np.float32)
         mtime = np.zeros((k, r, int(v.num_maskmem)), np.float32)

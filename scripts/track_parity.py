@@ -84,7 +84,13 @@ def main(argv=None) -> int:
         root = keep or Path(tmp)
         t0 = time.perf_counter()
         if reuse:
+            from samdeploy.contract import read_onnx_contract
+
             ckpt, export = root / f"{a.variant}.pt", root / "export"
+            kept = read_onnx_contract(str(export / "encoder.onnx"))[0]
+            if (kept.variant, int(kept.preprocess.input_size)) != (a.variant, a.image_size):
+                sys.exit(f"{export} holds {kept.variant} at {kept.preprocess.input_size}, not {a.variant} at "
+                         f"{a.image_size}: use another --model-dir")
         else:
             root.mkdir(parents=True, exist_ok=True)
             ckpt, export = make_video_model_files(root, a.image_size, a.variant)

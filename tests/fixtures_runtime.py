@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from samdeploy.contract import (
+    DECODER_HAS_MASK_INPUT, DECODER_IOU, DECODER_LOW_RES_MASKS, DECODER_MASK_INPUT, DECODER_POINT_COORDS,
+    DECODER_POINT_LABELS, ENCODER_INPUT, ENCODER_OUTPUT,
+)
 
 
 def _fake_graphs(contract, size: int = 1024):
@@ -31,46 +35,46 @@ def _fake_graphs(contract, size: int = 1024):
     w = numpy_helper.from_array((rng.standard_normal((256, 3, 1, 1)) * 0.01).astype(np.float32), "w")
     enc = helper.make_graph(
         [
-            helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
-            helper.make_node("Conv", ["pooled", "w"], ["image_embeddings"]),
+            helper.make_node("AveragePool", [ENCODER_INPUT], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
+            helper.make_node("Conv", ["pooled", "w"], [ENCODER_OUTPUT]),
         ],
         "fake_encoder",
         [helper.make_tensor_value_info("image", f, [1, 3, size, size])],
-        [helper.make_tensor_value_info("image_embeddings", f, [1, 256, size // 16, size // 16])],
+        [helper.make_tensor_value_info(ENCODER_OUTPUT, f, [1, 256, size // 16, size // 16])],
         [w],
     )
     # decoder: low_res[b,t] = upsample4(mean_c(emb)) + 0.01 * sum(coords[b]) * (t+1) + has[b] * mask_input[b]
     #          iou[b,t]    = mean over the 256x256 map of low_res[b,t]
     c = lambda name, arr: numpy_helper.from_array(np.asarray(arr), name)  # noqa: E731
     nodes = [
-        helper.make_node("ReduceMean", ["image_embeddings"], ["emb_mean"], axes=[1], keepdims=1),
+        helper.make_node("ReduceMean", [ENCODER_OUTPUT], ["emb_mean"], axes=[1], keepdims=1),
         helper.make_node("Resize", ["emb_mean", "", "scales"], ["base"], mode="nearest"),
-        helper.make_node("ReduceSum", ["point_coords", "axes12"], ["csum"], keepdims=0),  # [B]
+        helper.make_node("ReduceSum", [DECODER_POINT_COORDS, "axes12"], ["csum"], keepdims=0),  # [B]
         helper.make_node("Mul", ["csum", "k001"], ["cs"]),
         helper.make_node("Reshape", ["cs", "shape_b111"], ["cs4"]),  # [B,1,1,1]
         helper.make_node("Mul", ["cs4", "tok"], ["per_tok"]),  # [B,4,1,1]
-        helper.make_node("Reshape", ["has_mask_input", "shape_b111"], ["has4"]),
-        helper.make_node("Mul", ["has4", "mask_input"], ["mask_term"]),  # [B,1,256,256]
+        helper.make_node("Reshape", [DECODER_HAS_MASK_INPUT, "shape_b111"], ["has4"]),
+        helper.make_node("Mul", ["has4", DECODER_MASK_INPUT], ["mask_term"]),  # [B,1,256,256]
         helper.make_node("Add", ["base", "per_tok"], ["t1"]),
-        helper.make_node("Add", ["t1", "mask_term"], ["low_res_masks"]),
-        helper.make_node("ReduceMean", ["low_res_masks"], ["iou_predictions"], axes=[2, 3], keepdims=0),
+        helper.make_node("Add", ["t1", "mask_term"], [DECODER_LOW_RES_MASKS]),
+        helper.make_node("ReduceMean", [DECODER_LOW_RES_MASKS], [DECODER_IOU], axes=[2, 3], keepdims=0),
         # point_labels must be consumed so it stays a graph input
-        helper.make_node("ReduceSum", ["point_labels"], ["lsum"], keepdims=0),
+        helper.make_node("ReduceSum", [DECODER_POINT_LABELS], ["lsum"], keepdims=0),
         helper.make_node("Mul", ["lsum", "zero"], ["lzero"]),
     ]
     dec = helper.make_graph(
         nodes,
         "fake_decoder",
         [
-            helper.make_tensor_value_info("image_embeddings", f, [1, 256, 64, 64]),
-            helper.make_tensor_value_info("point_coords", f, ["B", "N", 2]),
-            helper.make_tensor_value_info("point_labels", f, ["B", "N"]),
-            helper.make_tensor_value_info("mask_input", f, ["B", 1, 256, 256]),
-            helper.make_tensor_value_info("has_mask_input", f, ["B"]),
+            helper.make_tensor_value_info(ENCODER_OUTPUT, f, [1, 256, 64, 64]),
+            helper.make_tensor_value_info(DECODER_POINT_COORDS, f, ["B", "N", 2]),
+            helper.make_tensor_value_info(DECODER_POINT_LABELS, f, ["B", "N"]),
+            helper.make_tensor_value_info(DECODER_MASK_INPUT, f, ["B", 1, 256, 256]),
+            helper.make_tensor_value_info(DECODER_HAS_MASK_INPUT, f, ["B"]),
         ],
         [
-            helper.make_tensor_value_info("iou_predictions", f, ["B", 4]),
-            helper.make_tensor_value_info("low_res_masks", f, ["B", 4, 256, 256]),
+            helper.make_tensor_value_info(DECODER_IOU, f, ["B", 4]),
+            helper.make_tensor_value_info(DECODER_LOW_RES_MASKS, f, ["B", 4, 256, 256]),
             helper.make_tensor_value_info("lzero", f, []),
         ],
         [

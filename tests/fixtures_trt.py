@@ -50,18 +50,18 @@ def trt_official_decoder(tmp_path_factory) -> Path:
     ).eval()
     model = SamOnnxModel(sam, return_single_mask=False)
     dummy = {
-        "image_embeddings": torch.randn(1, 256, 64, 64),
+        "image_embeddings": torch.randn(1, 256, 64, 64),  # the official export's names (SamOnnxModel), not ours
         "point_coords": torch.randint(0, 1024, (1, 5, 2)).float(),
         "point_labels": torch.randint(0, 4, (1, 5)).float(),
         "mask_input": torch.randn(1, 1, 256, 256),
-        "has_mask_input": torch.tensor([1.0]),
+        "has_mask_input": torch.tensor([1.0]),  # the official export's names
         "orig_im_size": torch.tensor([1500.0, 2250.0]),
     }
     path = tmp_path_factory.mktemp("trt_official") / "official_decoder.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, tuple(dummy.values()), str(path), input_names=list(dummy),
-                          output_names=["masks", "iou_predictions", "low_res_masks"],
+                          output_names=["masks", "iou_predictions", "low_res_masks"],  # the official export's names
                           dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
                           opset_version=17, do_constant_folding=True, dynamo=False)
     return path

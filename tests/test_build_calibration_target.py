@@ -9,15 +9,16 @@ import pytest
 from onnx import TensorProto, helper
 
 from samdeploy.cli.build_cmd import calibration_target_warnings
-from samdeploy.contract import ModelContract, metadata_props
+from samdeploy.contract import ENCODER_INPUT, ENCODER_OUTPUT, ModelContract, metadata_props
 
 
 def _graph_with(path, provenance):
     c = dataclasses.replace(ModelContract(family="mobile_sam", variant="vit_t", weights_sha256="0" * 64),
                             provenance=provenance)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])
-    y = helper.make_tensor_value_info("image_embeddings", TensorProto.FLOAT, [1, 3, 4, 4])
-    m = helper.make_model(helper.make_graph([helper.make_node("Identity", ["image"], ["image_embeddings"])], "g", [x], [y]))
+    y = helper.make_tensor_value_info(ENCODER_OUTPUT, TensorProto.FLOAT, [1, 3, 4, 4])
+    node = helper.make_node("Identity", [ENCODER_INPUT], [ENCODER_OUTPUT])
+    m = helper.make_model(helper.make_graph([node], "g", [x], [y]))
     for k, v in metadata_props(c, "encoder").items():
         m.metadata_props.add(key=k, value=v)
     onnx.save(m, path)

@@ -16,6 +16,7 @@ from samdeploy.calibration import prompts as P
 from samdeploy.calibration.baselines import baseline_scales
 from samdeploy.calibration.errors import CalibrationError
 from samdeploy.calibration.search import LayerScales, _q, hessian_error
+from samdeploy.contract import ENCODER_INPUT, decoder_feeds
 
 
 def test_task_loss_gradient_is_nonzero_for_every_layer(mini_calibration):
@@ -107,13 +108,13 @@ def test_encoder_qdq_through_ort_matches_fake_quant_simulation(mini_calibration)
     assert qdq.zero_point_problems(qmodel) == []
     x = next(iter(mc.images.values()))
     # every quantized layer of the all-INT8 graph, fed ORT's own input, computes what the simulation does
-    errs = per_layer_agreement(qmodel, match, mc.layers, mc.scales, {"image": x})
+    errs = per_layer_agreement(qmodel, match, mc.layers, mc.scales, {ENCODER_INPUT: x})
     assert len(errs) == len(mc.layers)
     assert max(errs.values()) <= 1e-3, max(errs.items(), key=lambda kv: kv[1])
     # end to end, INT8 really differs from FP32 (rounding flips compound through ~36 quantizers, so the
     # end-to-end simulation is compared per layer above, not here)
-    (emb_q,) = ort_run(qmodel, {"image": x})
-    (emb_fp,) = ort_run(mc.encoder_onnx, {"image": x})
+    (emb_q,) = ort_run(qmodel, {ENCODER_INPUT: x})
+    (emb_fp,) = ort_run(mc.encoder_onnx, {ENCODER_INPUT: x})
     assert 1e-3 < rel_err(emb_fp, emb_q) < 0.3
 
 
@@ -140,8 +141,8 @@ def test_decoder_qdq_conv_transpose_axis_and_simulation(mini_calibration):
     info = qdq.inspect_qdq(qmodel)
     ct = [i for i in info.values() if i.op_type == "ConvTranspose"]
     assert ct and all(i.weight_axis == 1 and i.weight_scale.size == i.weight_int8.shape[1] for i in ct)
-    feeds = {"image_embeddings": emb.numpy(), "point_coords": pb.coords, "point_labels": pb.labels,
-             "mask_input": np.zeros((pb.size, 1, side, side), np.float32), "has_mask_input": np.zeros(pb.size, np.float32)}
+    feeds = decoder_feeds(emb.numpy(), pb.coords, pb.labels, np.zeros((pb.size, 1, side, side), np.float32),
+                          np.zeros(pb.size, np.float32))
     errs = per_layer_agreement(qmodel, match, used, scales, feeds)
     assert len(errs) == sum(len(v) for v in match.values()) and max(errs.values()) <= 1e-3, errs
     iou_q, masks_q = ort_run(qmodel, feeds)

@@ -16,11 +16,7 @@ import numpy as np
 import pytest
 
 from samdeploy.contract import (
-    CONTRACT_VERSION,
-    METADATA_KEY,
-    ModelContract,
-    TensorSpec,
-    read_onnx_contract,
+    CONTRACT_VERSION, ENCODER_OUTPUT, METADATA_KEY, ModelContract, TensorSpec, read_onnx_contract,
 )
 from samdeploy.errors import ContractError
 from samdeploy.models.variants import VARIANTS, contract_for
@@ -34,8 +30,8 @@ def test_v1_contract_loads_with_v1_meaning():
     # the v2 fields default to what v1 meant
     assert c.frame_size == c.preprocess.input_size == 1024 and c.prompts.frame_size is None
     assert c.decoder.score == "iou_head" and c.decoder.mask_input and not c.decoder.accepts_no_points
-    assert c.encoder.outputs == (TensorSpec("image_embeddings", (256, 64, 64)),)
-    assert c.decoder.embedding_inputs == ("image_embeddings",) and c.prompts.user_labels == (-1, 0, 1)
+    assert c.encoder.outputs == (TensorSpec(ENCODER_OUTPUT, (256, 64, 64)),)
+    assert c.decoder.embedding_inputs == (ENCODER_OUTPUT,) and c.prompts.user_labels == (-1, 0, 1)
     # a v1 contract stays v1 when re-serialised (manifest rewrites must not upgrade it)
     assert ModelContract.from_json(c.to_json()) == c and c.to_dict()["contract_version"] == 1
 

@@ -9,7 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from samdeploy.contract import DECODER_INPUTS, DECODER_OUTPUTS, METADATA_KEY, ModelContract, read_onnx_contract
+from samdeploy.contract import (
+    DECODER_HAS_MASK_INPUT, DECODER_INPUTS, DECODER_IOU, DECODER_LOW_RES_MASKS, DECODER_MASK_INPUT,
+    DECODER_OUTPUTS, DECODER_POINT_COORDS, DECODER_POINT_LABELS, ENCODER_INPUT, ENCODER_OUTPUT, METADATA_KEY,
+    ModelContract, read_onnx_contract,
+)
 from samdeploy.export.graph_checks import check_graph, inputs_used_as_shapes, op_counts
 from samdeploy.export.manifest import read_manifest, verify_files
 from samdeploy._io import sha256_file
@@ -26,8 +30,8 @@ def _dims(value_info):
 
 def test_encoder_io_is_the_contract(ms_dir):
     m = onnx.load(str(ms_dir / "encoder.onnx"))
-    assert [i.name for i in m.graph.input] == ["image"]
-    assert [o.name for o in m.graph.output] == ["image_embeddings"]
+    assert [i.name for i in m.graph.input] == [ENCODER_INPUT]
+    assert [o.name for o in m.graph.output] == [ENCODER_OUTPUT]
     assert _dims(m.graph.input[0]) == [1, 3, 1024, 1024]  # static batch 1 by default
     assert _dims(m.graph.output[0]) == [1, 256, 64, 64]
     assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
@@ -38,13 +42,13 @@ def test_decoder_io_is_the_contract_with_dynamic_prompts_and_points(ms_dir):
     assert tuple(i.name for i in m.graph.input) == DECODER_INPUTS
     assert tuple(o.name for o in m.graph.output) == DECODER_OUTPUTS
     dims = {i.name: _dims(i) for i in list(m.graph.input) + list(m.graph.output)}
-    assert dims["image_embeddings"] == [1, 256, 64, 64]
-    assert dims["point_coords"] == ["num_prompts", "num_points", 2]
-    assert dims["point_labels"] == ["num_prompts", "num_points"]
-    assert dims["mask_input"] == ["num_prompts", 1, 256, 256]
-    assert dims["has_mask_input"] == ["num_prompts"]
-    assert dims["iou_predictions"] == ["num_prompts", 4]
-    assert dims["low_res_masks"] == ["num_prompts", 4, 256, 256]
+    assert dims[ENCODER_OUTPUT] == [1, 256, 64, 64]
+    assert dims[DECODER_POINT_COORDS] == ["num_prompts", "num_points", 2]
+    assert dims[DECODER_POINT_LABELS] == ["num_prompts", "num_points"]
+    assert dims[DECODER_MASK_INPUT] == ["num_prompts", 1, 256, 256]
+    assert dims[DECODER_HAS_MASK_INPUT] == ["num_prompts"]
+    assert dims[DECODER_IOU] == ["num_prompts", 4]
+    assert dims[DECODER_LOW_RES_MASKS] == ["num_prompts", 4, 256, 256]
     assert all(i.type.tensor_type.elem_type == TensorProto.FLOAT for i in m.graph.input)
 
 

@@ -12,6 +12,10 @@ import torch
 from fixtures_export import decoder_feeds, ort_session
 from samdeploy.check.metrics import rel_l2_error
 from samdeploy.runtime.transforms import preprocess_image
+from samdeploy.contract import (
+    DECODER_HAS_MASK_INPUT, DECODER_MASK_INPUT, DECODER_POINT_COORDS, DECODER_POINT_LABELS, ENCODER_INPUT,
+    ENCODER_OUTPUT,
+)
 
 # One encoder forward per backend per variant. vit_b (about 80 s here: export + ORT + PyTorch at 1024) is
 # opt-in: slimsam_77 runs the same ImageEncoderViT code (windowed + global attention, relative positions)
@@ -44,7 +48,7 @@ def encoded(exported_model_dir, reference_model, photo):
             x, _ = preprocess_image(photo, sam.contract.preprocess)
             with torch.no_grad():
                 ref = sam.encode(torch.from_numpy(x)).numpy()
-            got = ort_session(out / "encoder.onnx").run(None, {"image": x})[0]
+            got = ort_session(out / "encoder.onnx").run(None, {ENCODER_INPUT: x})[0]
             cache[variant] = (out, ref, got)
         return cache[variant]
 
@@ -84,7 +88,7 @@ def test_mask_input_changes_the_output(encoded):
     sess = ort_session(out / "decoder.onnx")
     feeds = decoder_feeds(np.random.default_rng(0), emb, 2, 3, with_mask=True)
     with_mask = sess.run(None, feeds)[1]
-    feeds["has_mask_input"] = np.zeros(2, np.float32)
+    feeds[DECODER_HAS_MASK_INPUT] = np.zeros(2, np.float32)
     without = sess.run(None, feeds)[1]
     assert rel_l2_error(without, with_mask) > 1e-2
 
@@ -96,7 +100,7 @@ def test_dynamic_encoder_batch(exported_model_dir, reference_model):
     assert sess.get_inputs()[0].shape[0] == "batch"
     rng = np.random.default_rng(0)
     x = (rng.random((2, 3, 1024, 1024)) * 255).astype(np.float32)
-    got = sess.run(None, {"image": x})[0]
+    got = sess.run(None, {ENCODER_INPUT: x})[0]
     with torch.no_grad():
         ref = reference_model("mobile_sam").encode(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 256, 64, 64)
@@ -113,7 +117,7 @@ def test_checkpoint_export_matches_official_mobile_sam(checkpoint_export_dir, ph
     with torch.no_grad():
         ref_emb = official.image_encoder(official_encoder_input(official, photo_resized))
     x = contract_encoder_input(photo_resized).numpy()
-    emb = ort_session(out / "encoder.onnx").run(None, {"image": x})[0]
+    emb = ort_session(out / "encoder.onnx").run(None, {ENCODER_INPUT: x})[0]
     assert rel_l2_error(ref_emb.numpy(), emb) <= 1e-4
 
     # one positive click (+ the padding point the runtime appends) through both decoders
@@ -124,11 +128,11 @@ def test_checkpoint_export_matches_official_mobile_sam(checkpoint_export_dir, ph
         multi, multi_iou = official.mask_decoder(ref_emb, official.prompt_encoder.get_dense_pe(), sparse, dense, True)
         single, single_iou = official.mask_decoder(ref_emb, official.prompt_encoder.get_dense_pe(), sparse, dense, False)
     feeds = {
-        "image_embeddings": ref_emb.numpy(),
-        "point_coords": np.array([[[0.4 * w, 0.6 * h], [0.0, 0.0]]], np.float32),
-        "point_labels": np.array([[1.0, -1.0]], np.float32),
-        "mask_input": np.zeros((1, 1, 256, 256), np.float32),
-        "has_mask_input": np.zeros(1, np.float32),
+        ENCODER_OUTPUT: ref_emb.numpy(),
+        DECODER_POINT_COORDS: np.array([[[0.4 * w, 0.6 * h], [0.0, 0.0]]], np.float32),
+        DECODER_POINT_LABELS: np.array([[1.0, -1.0]], np.float32),
+        DECODER_MASK_INPUT: np.zeros((1, 1, 256, 256), np.float32),
+        DECODER_HAS_MASK_INPUT: np.zeros(1, np.float32),
     }
     iou, masks = ort_session(out / "decoder.onnx").run(None, feeds)
     assert rel_l2_error(multi.numpy(), masks[:, 1:]) <= 1e-4

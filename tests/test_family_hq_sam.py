@@ -41,7 +41,9 @@ import torch
 pytest.importorskip("segment_anything_hq")
 
 from samdeploy.check.parity import CheckOptions, run_check  # noqa: E402
-from samdeploy.contract import read_onnx_contract  # noqa: E402
+from samdeploy.contract import (  # noqa: E402
+    DECODER_IOU, DECODER_LOW_RES_MASKS, ENCODER_OUTPUT, HQ_FEATURES, read_onnx_contract,
+)
 from samdeploy.errors import InputError  # noqa: E402
 from samdeploy.export.exporter import ExportOptions, export_model  # noqa: E402
 from samdeploy.export.manifest import graph_path, manifest_contract, read_manifest  # noqa: E402
@@ -55,7 +57,7 @@ SEED = 4
 IOU_MIN = 0.99
 SCORE_TOL = 1e-4
 OFFICIAL_KEYS = 464  # sam_hq_vit_tiny.pth
-FEATURES = ("image_embeddings", "hq_features")  # F_hq once per image, in the encoder graph
+FEATURES = (ENCODER_OUTPUT, HQ_FEATURES)  # F_hq once per image, in the encoder graph
 MODES = [(mm, hq) for mm in (True, False) for hq in (False, True)]  # (multimask_output, hq_token_only)
 
 MEASURED: dict[str, float] = {"iou_min": 1.0, "score_max_abs": 0.0, "low_res_rel_max": 0.0, "compared": 0}
@@ -294,11 +296,11 @@ def test_predictor_matches_official_predictor(predictors, chelsea, test_images, 
     h, w = img.shape[:2]
     if name == "chelsea":  # both encoders already ran (fixture `chelsea`)
         feats, (f_ref, i_ref) = chelsea
-        assert rel_l2(feats["image_embeddings"], f_ref) <= 1e-5
+        assert rel_l2(feats[ENCODER_OUTPUT], f_ref) <= 1e-5
         dec = official.model.mask_decoder  # F_hq as the official MaskDecoderHQ.forward computes it
         with torch.no_grad():
             hq_ref = dec.embedding_encoder(f_ref) + dec.compress_vit_feat(i_ref[0].permute(0, 3, 1, 2))
-        assert rel_l2(feats["hq_features"], hq_ref) <= 1e-5
+        assert rel_l2(feats[HQ_FEATURES], hq_ref) <= 1e-5
     else:  # the chelsea features on both sides (each side's own encoder: the frame below is this image's)
         feats, (f_ref, i_ref) = chelsea
     _oracle_state(official, f_ref, i_ref, (h, w))
@@ -362,10 +364,10 @@ def test_image_features_round_trip_on_a_second_predictor(hq, predictors, chelsea
     ours.set_image_embedding(feats, (h, w))
     got = ours.get_image_features()
     assert set(got) == set(FEATURES)
-    assert got["image_embeddings"].shape == (1, 256, 64, 64)
-    assert got["hq_features"].shape == (1, 32, 256, 256)
-    assert np.array_equal(ours.get_image_embedding(), got["image_embeddings"])
-    assert not got["hq_features"].flags.writeable
+    assert got[ENCODER_OUTPUT].shape == (1, 256, 64, 64)
+    assert got[HQ_FEATURES].shape == (1, 32, 256, 256)
+    assert np.array_equal(ours.get_image_embedding(), got[ENCODER_OUTPUT])
+    assert not got[HQ_FEATURES].flags.writeable
 
     second = Predictor(hq["out"], threads=2)  # its own sessions (no memo)
     try:
@@ -378,17 +380,18 @@ def test_image_features_round_trip_on_a_second_predictor(hq, predictors, chelsea
             np.testing.assert_allclose(a[1], b[1], atol=1e-6)
             np.testing.assert_allclose(a[2], b[2], atol=1e-4)
         # the HQ features are consumed: zeroing them changes the answer
-        zeroed = dict(got, hq_features=np.zeros_like(got["hq_features"]))
+        zeroed = {**got, HQ_FEATURES: np.zeros_like(got[HQ_FEATURES])}
         second.set_image_embedding(zeroed, (h, w))
         c = second.predict(**kw, multimask_output=False)
         assert np.abs(c[2] - a[2]).max() > 1e-2
 
-        for bad in (got["image_embeddings"], {"image_embeddings": got["image_embeddings"]}):
+        for bad in (got[ENCODER_OUTPUT], {ENCODER_OUTPUT: got[ENCODER_OUTPUT]}):
             with pytest.raises(InputError) as exc:
                 second.set_image_embedding(bad, (h, w))
             assert all(n in str(exc.value) for n in FEATURES), str(exc.value)
-        with pytest.raises(InputError, match="hq_features"):  # a transposed feature is refused
-            second.set_image_embedding(dict(got, hq_features=got["hq_features"].transpose(0, 1, 3, 2)[:, :, :, :128]), (h, w))
+        with pytest.raises(InputError, match=HQ_FEATURES):  # a transposed feature is refused
+            narrow = got[HQ_FEATURES].transpose(0, 1, 3, 2)[:, :, :, :128]
+            second.set_image_embedding({**got, HQ_FEATURES: narrow}, (h, w))
     finally:
         second.close()
 
@@ -408,7 +411,7 @@ def test_contract_names_the_two_encoder_outputs(hq):
         assert c.encoder.output_names == FEATURES
         assert tuple(c.decoder.embedding_inputs) == FEATURES
         assert c.decoder_io[0][:2] == FEATURES
-        assert c.embedding_shape("hq_features") == (32, 256, 256)
+        assert c.embedding_shape(HQ_FEATURES) == (32, 256, 256)
         assert c.decoder.hq_token == 4 and c.decoder.num_mask_tokens == 5
         assert c.model_id == from_manifest.model_id
     # the graphs themselves agree with their contract
@@ -419,5 +422,5 @@ def test_contract_names_the_two_encoder_outputs(hq):
     assert dims == [1, 32, 256, 256]
     assert tuple(i.name for i in d.input)[:2] == FEATURES
     assert tuple(i.name for i in d.input) == dec.decoder_io[0]
-    assert tuple(o.name for o in d.output) == ("iou_predictions", "low_res_masks")
+    assert tuple(o.name for o in d.output) == (DECODER_IOU, DECODER_LOW_RES_MASKS)
 

@@ -37,12 +37,13 @@ from samdeploy.models.sam2 import IMAGENET_MEAN, IMAGENET_STD, SAM2_OUTPUT_NAMES
 from samdeploy.runtime import Predictor  # noqa: E402
 from samdeploy.runtime.prompts import pack_for  # noqa: E402
 from samdeploy.runtime.transforms import apply_coords, preprocess_image  # noqa: E402
+from samdeploy.contract import ENCODER_OUTPUT, SAM2_ENCODER_OUTPUTS, SAM2_OBJECT_SCORE
 
 VARIANT = "sam2.1_hiera_t"
 SEED = 5
 IOU_MIN = 0.99
 SCORE_TOL = 1e-4
-OBJ = "object_score_logits"
+OBJ = SAM2_OBJECT_SCORE
 
 MEASURED: dict[str, float] = {"iou_min": 1.0, "score_max_abs": 0.0, "low_res_max_abs": 0.0, "obj_max_abs": 0.0,
                               "cases": 0}
@@ -122,11 +123,8 @@ def official_set_features(official, feats: dict[str, np.ndarray], hw: tuple[int,
     """``SAM2ImagePredictor`` state after ``set_image`` of an ``hw`` image whose features are ``feats``
     (names of our contract; the oracle's set_image computes exactly these three, see test_sam2_models)."""
     official.reset_predictor()
-    official._features = {
-        "image_embed": torch.from_numpy(np.array(feats["image_embeddings"])),
-        "high_res_feats": [torch.from_numpy(np.array(feats["high_res_feats_0"])),
-                           torch.from_numpy(np.array(feats["high_res_feats_1"]))],
-    }
+    emb, hr0, hr1 = (torch.from_numpy(np.array(feats[n])) for n in SAM2_ENCODER_OUTPUTS)
+    official._features = {"image_embed": emb, "high_res_feats": [hr0, hr1]}
     official._orig_hw = [tuple(int(v) for v in hw)]
     official._is_image_set = True
 
@@ -140,8 +138,7 @@ def chelsea_features(predictors, test_images):
     official.set_image(img)
     ours.set_image(img)
     f = official._features
-    ref = {"image_embeddings": f["image_embed"].numpy().copy(), "high_res_feats_0": f["high_res_feats"][0].numpy().copy(),
-           "high_res_feats_1": f["high_res_feats"][1].numpy().copy()}
+    ref = dict(zip(SAM2_ENCODER_OUTPUTS, (t.numpy().copy() for t in (f["image_embed"], *f["high_res_feats"]))))
     return ref, {k: v.copy() for k, v in ours.get_image_features().items()}
 
 
@@ -333,7 +330,7 @@ def test_dynamic_stability_fallback_matches_official(predictors, chelsea_feature
     ours, official, spy = predictors
     h, w = test_images["odd_333x517"].shape[:2]
     base = chelsea_features[1]
-    flat = {k: (v if k == "image_embeddings" else v * np.float32(0.1)) for k, v in base.items()}
+    flat = {k: (v if k == ENCODER_OUTPUT else v * np.float32(0.1)) for k, v in base.items()}
     d = ours.contract.decoder
     gy, gx = np.meshgrid(np.linspace(0.1, 0.9, 3) * (h - 1), np.linspace(0.1, 0.9, 3) * (w - 1), indexing="ij")
     clicks = np.stack([gx, gy], -1).reshape(-1, 1, 2)
@@ -355,7 +352,7 @@ def test_dynamic_stability_fallback_matches_official(predictors, chelsea_feature
     for kind, n in (("stable", 1), ("unstable", 2)):
         for is_flat, i, s in chosen[kind][:n]:
             set_both(predictors, chelsea_features, (h, w), flat if is_flat else base)
-            prompt = {"point_coords": clicks[i], "point_labels": np.array([1])}
+            prompt = {"point_coords": clicks[i], "point_labels": np.array([1])}  # Predictor keywords
             got, ref = compare(predictors, prompt, False, f"dynamic {kind} click {i} (stability {s:.4f})")
             ref_token = _token_of(ref[2][0], spy.all_masks[0])
             our_token = _token_of(got[2][0], spy.all_masks[0])

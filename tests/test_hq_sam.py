@@ -30,6 +30,10 @@ from samdeploy.models.hq_sam import (
 )
 from samdeploy.models.init import randomize_
 from samdeploy.models.prompt_encoder import PromptEncoder
+from samdeploy.contract import (
+    DECODER_HAS_MASK_INPUT, DECODER_IOU, DECODER_LOW_RES_MASKS, DECODER_MASK_INPUT, DECODER_POINT_COORDS,
+    DECODER_POINT_LABELS, ENCODER_INPUT, ENCODER_OUTPUT, HQ_FEATURES, PROMPT_INPUTS,
+)
 
 HQ_DECODER_KEYS = 25  # hf_token 1 + hf_mlp 6 + compress_vit_feat 6 + embedding_encoder 6 + embedding_maskfeature 6
 KEY_COUNTS = {"hq_vit_b": 339, "hq_vit_l": 507, "hq_vit_h": 619, "hq_vit_tiny": 464}
@@ -298,8 +302,8 @@ def test_onnx_encoder_two_outputs(tiny, tiny_embeddings, tmp_path):
     ours, _, _ = tiny
     x, (emb, _, hq), _ = tiny_embeddings
     path = tmp_path / "encoder.onnx"
-    _export(_Enc(ours).eval(), (x,), path, ["image"], ["image_embeddings", "hq_features"])
-    got_emb, got_hq = _session(path).run(None, {"image": x.numpy()})
+    _export(_Enc(ours).eval(), (x,), path, [ENCODER_INPUT], [ENCODER_OUTPUT, HQ_FEATURES])
+    got_emb, got_hq = _session(path).run(None, {ENCODER_INPUT: x.numpy()})
     assert got_hq.shape == (1, 32, 256, 256)
     assert rel_l2(got_emb, emb) <= 1e-5
     assert rel_l2(got_hq, hq) <= 1e-5
@@ -310,11 +314,11 @@ def test_onnx_decoder_dynamic_b_and_n(tiny, tiny_embeddings, tmp_path):
 
     ours, _, _ = tiny
     _, (emb, _, hq), _ = tiny_embeddings
-    names = ["image_embeddings", "hq_features", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-    outs = ["iou_predictions", "low_res_masks"]
-    axes = {"point_coords": {0: "num_prompts", 1: "num_points"}, "point_labels": {0: "num_prompts", 1: "num_points"},
-            "mask_input": {0: "num_prompts"}, "has_mask_input": {0: "num_prompts"},
-            "iou_predictions": {0: "num_prompts"}, "low_res_masks": {0: "num_prompts"}}
+    names = [ENCODER_OUTPUT, HQ_FEATURES, *PROMPT_INPUTS]
+    outs = [DECODER_IOU, DECODER_LOW_RES_MASKS]
+    per_point = {0: "num_prompts", 1: "num_points"}
+    axes = {DECODER_POINT_COORDS: per_point, DECODER_POINT_LABELS: per_point,
+            **{n: {0: "num_prompts"} for n in (DECODER_MASK_INPUT, DECODER_HAS_MASK_INPUT, DECODER_IOU, DECODER_LOW_RES_MASKS)}}
     example, _ = _prompts("mask_click", b=2, seed=7)  # B=2, N=3: neither dynamic axis is 1
     path = tmp_path / "decoder.onnx"
     _export(_Dec(ours).eval(), (emb, hq) + example, path, names, outs, axes)

@@ -11,6 +11,7 @@ from fixtures_runtime import fake_contract, write_fake_model
 
 from samdeploy.errors import BackendUnavailableError, ContractError, InputError, MissingFileError
 from samdeploy.runtime import Backend, GraphPair, load_model
+from samdeploy.contract import ENCODER_INPUT, ENCODER_OUTPUT
 
 
 def test_load_model_from_dir_and_files(fake_model_dir):
@@ -20,8 +21,8 @@ def test_load_model_from_dir_and_files(fake_model_dir):
     assert pair.contract.model_id == "mobile_sam/vit_t@fake:0"
     d = pair.describe()
     assert d["encoder"]["providers"] == ["CPUExecutionProvider"] and d["encoder"]["threads"] == 1
-    out = pair.encoder.run({"image": np.zeros((1, 3, 1024, 1024), np.float32)})
-    assert out["image_embeddings"].shape == (1, 256, 64, 64)
+    out = pair.encoder.run({ENCODER_INPUT: np.zeros((1, 3, 1024, 1024), np.float32)})
+    assert out[ENCODER_OUTPUT].shape == (1, 256, 64, 64)
     pair.close()
     pair2 = load_model(encoder=fake_model_dir / "encoder.onnx", decoder=fake_model_dir / "decoder.onnx", backend="ort")
     assert pair2.backend == "onnxruntime"
@@ -91,7 +92,7 @@ def test_tensorrt_backend_fails_cleanly_without_gpu(fake_model_dir):
 def test_bad_feed_becomes_input_error(fake_model_dir):
     pair = load_model(fake_model_dir)
     with pytest.raises(InputError, match="rejected inputs"):
-        pair.encoder.run({"image": np.zeros((1, 3, 512, 512), np.float32)})
+        pair.encoder.run({ENCODER_INPUT: np.zeros((1, 3, 512, 512), np.float32)})
     with pytest.raises(InputError, match="needs inputs"):
-        pair.decoder.run({"image_embeddings": np.zeros((1, 256, 64, 64), np.float32)})
+        pair.decoder.run({ENCODER_OUTPUT: np.zeros((1, 256, 64, 64), np.float32)})
     pair.close()

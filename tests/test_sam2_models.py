@@ -25,6 +25,10 @@ from fixtures_families import sam2_config as _config, sam2_oracle_on_meta as _or
 import torch
 
 from samdeploy.models.sam2 import SAM2_OUTPUT_NAMES, SAM2_VARIANTS, build_sam2_image, random_sam2_image, sam2_variant_of
+from samdeploy.contract import (
+    DECODER_HAS_MASK_INPUT, DECODER_IOU, DECODER_LOW_RES_MASKS, DECODER_MASK_INPUT, DECODER_POINT_COORDS,
+    DECODER_POINT_LABELS, ENCODER_INPUT, PROMPT_INPUTS, SAM2_OBJECT_SCORE,
+)
 
 SAM2_SRC = Path(os.environ.get("SAMDEPLOY_SAM2_SRC", "/tmp/sam2src"))
 TINY = "sam2.1_hiera_t"
@@ -160,7 +164,8 @@ def test_decoder_matches_official(pair, encoded, kind):
         else:
             want = _official_decode(oracle, ref_feats, *official)
         got_same_feats = ours.decode(*ref_feats, coords, labels, mask, has)
-    for name, a, r, s, b in zip(("iou_predictions", "low_res_masks", "object_score_logits"), got, got_ref, got_same_feats, want):
+    outputs = (DECODER_IOU, DECODER_LOW_RES_MASKS, SAM2_OBJECT_SCORE)
+    for name, a, r, s, b in zip(outputs, got, got_ref, got_same_feats, want):
         assert a.shape == b.shape, name
         assert _rel(s, b) < 1e-5, (kind, name, "factored", _rel(s, b))
         assert _rel(r, b) < 1e-5, (kind, name, "reference", _rel(r, b))
@@ -205,10 +210,10 @@ def test_onnx_encoder_matches_pytorch(pair, encoded, tmp_path):
     image, mine, _ = encoded
     path = tmp_path / "encoder.onnx"
     torch.onnx.export(_Encoder(ours), (image,), str(path), dynamo=False, opset_version=17, do_constant_folding=True,
-                      input_names=["image"], output_names=list(SAM2_OUTPUT_NAMES),
-                      dynamic_axes={"image": {0: "B"}, **{n: {0: "B"} for n in SAM2_OUTPUT_NAMES}})
+                      input_names=[ENCODER_INPUT], output_names=list(SAM2_OUTPUT_NAMES),
+                      dynamic_axes={ENCODER_INPUT: {0: "B"}, **{n: {0: "B"} for n in SAM2_OUTPUT_NAMES}})
     assert not (_ops(path) & BANNED), _ops(path) & BANNED
-    outs = _session(path).run(list(SAM2_OUTPUT_NAMES), {"image": image.numpy()})
+    outs = _session(path).run(list(SAM2_OUTPUT_NAMES), {ENCODER_INPUT: image.numpy()})
     for name, a, b in zip(SAM2_OUTPUT_NAMES, outs, mine):
         assert a.shape == tuple(b.shape), name
         assert _rel(a, b) <= 1e-5, (name, _rel(a, b))
@@ -218,13 +223,13 @@ def test_onnx_decoder_dynamic_b_and_n(pair, encoded, tmp_path):
     ours, _ = pair
     _, feats, _ = encoded
     (coords, labels, mask, has), _ = _prompts("mask")
-    names_in = [*SAM2_OUTPUT_NAMES, "point_coords", "point_labels", "mask_input", "has_mask_input"]
-    names_out = ["iou_predictions", "low_res_masks", "object_score_logits"]
+    names_in = [*SAM2_OUTPUT_NAMES, *PROMPT_INPUTS]
+    names_out = [DECODER_IOU, DECODER_LOW_RES_MASKS, SAM2_OBJECT_SCORE]
     path = tmp_path / "decoder.onnx"
     torch.onnx.export(_Decoder(ours), (*feats, coords, labels, mask, has), str(path), dynamo=False, opset_version=17,
                       do_constant_folding=True, input_names=names_in, output_names=names_out,
-                      dynamic_axes={"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"},
-                                    "mask_input": {0: "B"}, "has_mask_input": {0: "B"},
+                      dynamic_axes={DECODER_POINT_COORDS: {0: "B", 1: "N"}, DECODER_POINT_LABELS: {0: "B", 1: "N"},
+                                    DECODER_MASK_INPUT: {0: "B"}, DECODER_HAS_MASK_INPUT: {0: "B"},
                                     **{n: {0: "B"} for n in names_out}})
     assert not (_ops(path) & BANNED), _ops(path) & BANNED
     sess = _session(path)

@@ -34,7 +34,7 @@ pytest.importorskip("hydra")
 pytest.importorskip("iopath")
 pytest.importorskip("sam2")
 
-from samdeploy.contract import VIDEO_CONSTANTS, VIDEO_GRAPHS, Video  # noqa: E402
+from samdeploy.contract import PROMPT_INPUTS, SAM2_ENCODER_OUTPUTS, VIDEO_CONSTANTS, VIDEO_GRAPHS, Video  # noqa: E402
 from samdeploy.models.sam2 import random_sam2_image  # noqa: E402
 from samdeploy.models.sam2_video import (MemoryAttentionGraph, MemoryEncoderGraph, TrackDecoderGraph,  # noqa: E402
                                          attention_chunks)
@@ -256,7 +256,7 @@ def test_track_decoder_matches_oracle(pair512, prompt):
             for x in heads:
                 x.sub_(float(score[1] + score[2]) / 2)
             iou, low, obj, obj_ptrs = TrackDecoderGraph(ours)(cond, f0, f1, coords, labs, mask_in, has)
-            points = None if prompt == "none" else {"point_coords": clicks, "point_labels": labels.int()}
+            points = None if prompt == "none" else {"point_coords": clicks, "point_labels": labels.int()}  # SAM2Base keys
             want = oracle._forward_sam_heads(backbone_features=cond, point_inputs=points, mask_inputs=None,
                                              high_res_features=[f0.expand(b, -1, -1, -1), f1.expand(b, -1, -1, -1)],
                                              multimask_output=multimask)
@@ -444,8 +444,7 @@ def test_image_path_at_512(pair512, export512):
         assert a.shape == b.shape and rel(a, b) <= 1e-5, (a.shape, rel(a, b))
     coords = torch.tensor([[[100.0, 200.0], [0.0, 0.0]], [[300.0, 50.0], [0.0, 0.0]]])
     labels = torch.tensor([[1.0, -1.0], [1.0, -1.0]])
-    feeds = dict(zip(["image_embeddings", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels",
-                      "mask_input", "has_mask_input"],
+    feeds = dict(zip([*SAM2_ENCODER_OUTPUTS, *PROMPT_INPUTS],
                      (*mine, coords, labels, torch.randn(2, 1, 128, 128, generator=g), torch.tensor([1.0, 0.0]))))
     errs = _ort_vs_torch(export512 / "decoder.onnx", lambda *a: ours.decode(*a), feeds)
     assert max(errs) <= REL, errs

@@ -10,6 +10,7 @@ from samdeploy.errors import BackendUnavailableError, ContractError, EngineMisma
 from samdeploy.runtime.backends import tensorrt as trt_backend
 
 from test_trt_manifest import ORIN, fake_engine
+from samdeploy.contract import DECODER_OUTPUTS, DECODER_POINT_COORDS, ENCODER_OUTPUT, decoder_feeds
 
 
 def test_backend_tensorrt_fails_cleanly_here(tmp_path):
@@ -59,10 +60,9 @@ def test_matching_engine_opens_lazily_with_profile_limits(tmp_path, monkeypatch)
     _fake_stack(monkeypatch, "10.3.0", (ORIN.gpu_name, ORIN.compute_capability, 7600, "2025.1"))
     b = trt_backend.open_graph(str(dec), "decoder", threads=2, providers=None)
     assert (b.max_batch, b.max_points) == (4, 6)  # from the manifest profile, nothing loaded yet
-    assert b.input_names[:2] == ("image_embeddings", "point_coords") and b.output_names == ("iou_predictions", "low_res_masks")
-    feeds = {"image_embeddings": np.zeros((1, 256, 64, 64), np.float32), "point_coords": np.zeros((5, 2, 2), np.float32),
-             "point_labels": np.zeros((5, 2), np.float32), "mask_input": np.zeros((5, 1, 256, 256), np.float32),
-             "has_mask_input": np.zeros(5, np.float32)}
+    assert b.input_names[:2] == (ENCODER_OUTPUT, DECODER_POINT_COORDS) and b.output_names == DECODER_OUTPUTS
+    feeds = decoder_feeds(np.zeros((1, 256, 64, 64), np.float32), np.zeros((5, 2, 2), np.float32),
+                          np.zeros((5, 2), np.float32), np.zeros((5, 1, 256, 256), np.float32), np.zeros(5, np.float32))
     from samdeploy.errors import InputError
     with pytest.raises(InputError, match="outside the engine profile"):
         b.run(feeds)  # checked before any GPU work

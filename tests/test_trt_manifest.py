@@ -6,7 +6,7 @@ import json
 import pytest
 
 from samdeploy._io import sha256_file
-from samdeploy.contract import ModelContract
+from samdeploy.contract import DECODER_IOU, DECODER_LOW_RES_MASKS, DECODER_POINT_COORDS, ENCODER_OUTPUT, ModelContract
 from samdeploy.errors import BackendUnavailableError, ContractError, EngineMismatchError
 from samdeploy.trt import environment as envmod
 from samdeploy.trt.environment import Environment
@@ -32,7 +32,7 @@ def fake_engine(tmp_path, env=ORIN, role="decoder", precision="fp16"):
         profiles=[prof.to_dict()], build_path="trt10-weak",
         io={n: {"mode": "input", "dtype": "DataType.FLOAT"} for n in prof.shapes}
         | {o: {"mode": "output", "dtype": "DataType.FLOAT"}
-           for o in (("iou_predictions", "low_res_masks") if role == "decoder" else ("image_embeddings",))},
+           for o in ((DECODER_IOU, DECODER_LOW_RES_MASKS) if role == "decoder" else (ENCODER_OUTPUT,))},
     )
     write_manifest(engine, m)
     return engine, m
@@ -44,7 +44,7 @@ def test_manifest_roundtrip_has_versions_profiles_contract(tmp_path):
     raw = json.loads(open(manifest_path(engine)).read())
     assert raw["environment"]["tensorrt"] == "10.3.0" and raw["environment"]["jetpack"] == "6.2"
     assert raw["environment"]["compute_capability"] == "8.7" and raw["precision"] == "fp16"
-    assert raw["profiles"][0]["point_coords"]["max"] == [4, 6, 2]
+    assert raw["profiles"][0][DECODER_POINT_COORDS]["max"] == [4, 6, 2]
     back = read_manifest(engine)
     assert back == m and back.model_contract.model_id == "mobile_sam/mobile_sam@random:mobile_sam:seed=0"
 

@@ -12,6 +12,7 @@ from samdeploy.trt.mixed_precision import (
 )
 
 from fixtures_trt import decoder_feeds
+from samdeploy.contract import DECODER_IOU, DECODER_LOW_RES_MASKS
 
 
 def _session(model):
@@ -37,17 +38,17 @@ def converted(trt_our_decoder):
 def test_our_decoder_fp16_runs_in_ort_and_stays_close(converted):
     model, mixed, _ = converted
     feeds = decoder_feeds(batch=3, points=4)
-    ref = dict(zip(["iou_predictions", "low_res_masks"], _session(model).run(None, feeds)))
-    got = dict(zip(["iou_predictions", "low_res_masks"], _session(mixed).run(None, feeds)))
+    ref = dict(zip([DECODER_IOU, DECODER_LOW_RES_MASKS], _session(model).run(None, feeds)))
+    got = dict(zip([DECODER_IOU, DECODER_LOW_RES_MASKS], _session(mixed).run(None, feeds)))
     assert all(v.dtype == np.float32 for v in got.values())  # I/O stays FP32
     assert {i.name: i.type.tensor_type.elem_type for i in mixed.graph.input} == {
         i.name: i.type.tensor_type.elem_type for i in model.graph.input}
-    m_ref, m_got = ref["low_res_masks"], got["low_res_masks"]
+    m_ref, m_got = ref[DECODER_LOW_RES_MASKS], got[DECODER_LOW_RES_MASKS]
     scale = np.abs(m_ref).max()
     assert scale > 5  # realistic logits, so the tolerance below means something
     assert np.abs(m_got - m_ref).max() < 0.01 * scale
     assert ((m_got > 0) == (m_ref > 0)).mean() > 0.995
-    assert np.abs(got["iou_predictions"] - ref["iou_predictions"]).max() < 0.01
+    assert np.abs(got[DECODER_IOU] - ref[DECODER_IOU]).max() < 0.01
 
 
 def test_exactly_the_intended_nodes_stay_fp32(converted):

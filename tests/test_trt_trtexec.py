@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 import numpy as np
 
-from samdeploy.contract import ModelContract, metadata_props
+from samdeploy.contract import DECODER_POINT_COORDS, ENCODER_OUTPUT, ModelContract, metadata_props
 from samdeploy.errors import BackendUnavailableError, InputError
 from samdeploy.trt.build import BuildOptions, find_onnx_graphs, plan_build, write_parse_onnx
 from samdeploy.trt.profiles import decoder_ranges, make_profile
@@ -65,7 +65,7 @@ def test_plan_build_for_our_decoder(trt_our_decoder, tmp_path, major):
         assert flags["--onnx"] == str(tmp_path / "decoder.fp16.mixed.onnx")
         assert write_parse_onnx(plan) == plan.parse_onnx
         mixed = onnx.load(plan.parse_onnx)
-        assert {i.name: i.type.tensor_type.elem_type for i in mixed.graph.input}["point_coords"] == TensorProto.FLOAT
+        assert {i.name: i.type.tensor_type.elem_type for i in mixed.graph.input}[DECODER_POINT_COORDS] == TensorProto.FLOAT
         assert any(i.data_type == TensorProto.FLOAT16 for i in mixed.graph.initializer)
         # the contract travels with the rewritten graph
         assert any(p.key == "samdeploy.contract" for p in mixed.metadata_props)
@@ -86,11 +86,11 @@ def test_int8_without_qdq_builds_fp16_with_a_note(trt_our_decoder, tmp_path):
 def _qdq_decoder_like(path, contract):
     """A contract-carrying graph with one Q/DQ pair (for the precision/QDQ checks)."""
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["B", 3, 1024, 1024])
-    y = helper.make_tensor_value_info("image_embeddings", TensorProto.FLOAT, ["B", 3, 1024, 1024])
+    y = helper.make_tensor_value_info(ENCODER_OUTPUT, TensorProto.FLOAT, ["B", 3, 1024, 1024])
     s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     z = numpy_helper.from_array(np.array(0, np.int8), "z")
     nodes = [helper.make_node("QuantizeLinear", ["image", "s", "z"], ["q"], name="q"),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["image_embeddings"], name="dq")]
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], [ENCODER_OUTPUT], name="dq")]
     g = helper.make_graph(nodes, "g", [x], [y], [s, z])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     for k, v in metadata_props(contract, "encoder").items():

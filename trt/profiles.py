@@ -11,8 +11,9 @@ Every dynamic axis of a samdeploy graph is one of these *symbols*:
 
 The contract (:mod:`samdeploy.contract`) fixes which axis of which input is which symbol; the user
 gives one range per symbol (``--max-prompts``, ``--max-points``, ``--max-objects``,
-``--max-cond-frames``), so every input that shares a symbol gets the same min/opt/max. That makes the nanosam #40 failure (``point_labels`` max 1x1 next to
-``point_coords`` max 1x10x2) impossible by construction.
+``--max-cond-frames``), so every input that shares a symbol gets the same min/opt/max. That makes
+the nanosam #40 failure (``point_labels`` max 1x1 next to ``point_coords`` max 1x10x2) impossible
+by construction.
 
 The ONNX file is read too: a dimension that the file has fixed is kept fixed (and must agree with
 the contract), a dynamic dimension must be one the contract knows about.
