@@ -79,7 +79,7 @@ def _memoise_oracle(official) -> dict[str, int]:
     feature convolutions by their inputs (and the constant dense PE); MaskDecoderHQ.forward (token
     selection, hq_token_only) and postprocess_masks still run every call."""
     dec = official.mask_decoder
-    counts = {"predict_masks": 0, "hq_features": 0}
+    counts = {"predict_masks": 0, "hq_feature_convs": 0}
     memo: dict = {}
 
     def cached(module, kind):
@@ -88,7 +88,7 @@ def _memoise_oracle(official) -> dict[str, int]:
         def forward(x):
             key = (kind, _fp(x))
             if key not in memo:
-                counts["hq_features"] += 1
+                counts["hq_feature_convs"] += 1
                 memo[key] = fn(x)
             return memo[key]
 
